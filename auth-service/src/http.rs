@@ -1,0 +1,332 @@
+//! The HTTP layer: routes for the public and internal listeners, request parsing, and the
+//! mapping of every extractor failure onto the service's one error shape.
+
+use actix_web::dev::HttpServiceFactory;
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::service::{AuthService, ClientInfo, NewUser, UserView};
+use crate::tokens::{AccessClaims, MAX_TOKEN_BYTES};
+
+/// Largest request body accepted anywhere.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub struct AppState {
+    pub auth: AuthService,
+    pub trust_forwarded_for: bool,
+}
+
+type State = web::Data<AppState>;
+
+// ---- extractor error mapping -------------------------------------------------------------
+
+fn json_error(err: &JsonPayloadError) -> Error {
+    match err {
+        JsonPayloadError::ContentType => Error::UnsupportedMediaType,
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            Error::PayloadTooLarge
+        }
+        JsonPayloadError::Deserialize(e) if e.is_data() => {
+            Error::InvalidRequest(format!("invalid request body: {e}"))
+        }
+        JsonPayloadError::Deserialize(e) if e.is_eof() => {
+            Error::InvalidRequest("request body is empty or truncated JSON".into())
+        }
+        JsonPayloadError::Deserialize(_) => {
+            Error::InvalidRequest("request body is not valid JSON".into())
+        }
+        _ => Error::InvalidRequest("request body could not be read".into()),
+    }
+}
+
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|err, _req| json_error(&err).into())
+}
+
+fn verify_json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|err, _req| VerifyRejection(json_error(&err)).into())
+}
+
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|_err: PathError, _req| Error::NotFound.into())
+}
+
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err: QueryPayloadError, _req| {
+        Error::InvalidRequest(format!("invalid query string: {err}")).into()
+    })
+}
+
+async fn not_found() -> Result<HttpResponse, Error> {
+    Err(Error::NotFound)
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, Error> {
+    Err(Error::MethodNotAllowed)
+}
+
+/// A resource that answers 405 in the error shape for methods it does not route.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+// ---- client info -------------------------------------------------------------------------
+
+impl FromRequest for ClientInfo {
+    type Error = Error;
+    type Future = std::future::Ready<Result<ClientInfo, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let trust = req
+            .app_data::<State>()
+            .is_some_and(|s| s.trust_forwarded_for);
+        let ip = if trust {
+            req.connection_info().realip_remote_addr().map(strip_port)
+        } else {
+            req.peer_addr().map(|a| a.ip().to_string())
+        };
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        std::future::ready(Ok(ClientInfo { ip, user_agent }))
+    }
+}
+
+fn strip_port(addr: &str) -> String {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(sa) => sa.ip().to_string(),
+        Err(_) => addr.to_string(),
+    }
+}
+
+// ---- public listener ---------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct RegisterRequest {
+    username: String,
+    password: SecretString,
+    email: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: SecretString,
+}
+
+#[derive(Deserialize)]
+struct RefreshRequest {
+    refresh_token: String,
+    access_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LogoutRequest {
+    refresh_token: String,
+}
+
+async fn register(state: State, body: web::Json<RegisterRequest>) -> Result<HttpResponse, Error> {
+    let body = body.into_inner();
+    let user: UserView = state
+        .auth
+        .register(NewUser {
+            username: body.username,
+            password: body.password,
+            email: body.email,
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(user))
+}
+
+async fn login(
+    state: State,
+    client: ClientInfo,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, Error> {
+    let body = body.into_inner();
+    let pair = state
+        .auth
+        .login(body.username, body.password, client)
+        .await?;
+    Ok(HttpResponse::Ok().json(pair))
+}
+
+async fn refresh(state: State, body: web::Json<RefreshRequest>) -> Result<HttpResponse, Error> {
+    let pair = state
+        .auth
+        .refresh(&body.refresh_token, body.access_token.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(pair))
+}
+
+async fn logout(state: State, body: web::Json<LogoutRequest>) -> Result<HttpResponse, Error> {
+    state.auth.logout(&body.refresh_token).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(state: State) -> Result<HttpResponse, Error> {
+    state.auth.db.ping().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+}
+
+fn health_routes() -> impl HttpServiceFactory {
+    (
+        resource("/healthz").route(web::get().to(healthz)),
+        resource("/readyz").route(web::get().to(readyz)),
+    )
+}
+
+/// Routes of the public listener (clients).
+pub fn configure_public(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(json_config())
+        .app_data(path_config())
+        .app_data(query_config())
+        .service(resource("/register").route(web::post().to(register)))
+        .service(resource("/login").route(web::post().to(login)))
+        .service(resource("/refresh").route(web::post().to(refresh)))
+        .service(resource("/logout").route(web::post().to(logout)))
+        .service(health_routes())
+        .default_service(web::to(not_found));
+}
+
+// ---- internal listener -------------------------------------------------------------------
+
+/// A `/verify` refusal: the usual error body plus `"active": false`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct VerifyRejection(Error);
+
+#[derive(Serialize)]
+struct Inactive<'a> {
+    active: bool,
+    error: &'a str,
+    message: String,
+}
+
+impl ResponseError for VerifyRejection {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = self.0.body();
+        let mut response = HttpResponse::build(self.status_code()).json(Inactive {
+            active: false,
+            error: body.error,
+            message: body.message,
+        });
+        self.0.decorate(&mut response);
+        response
+    }
+}
+
+impl From<Error> for VerifyRejection {
+    fn from(e: Error) -> Self {
+        VerifyRejection(e)
+    }
+}
+
+#[derive(Deserialize)]
+struct VerifyRequest {
+    token: String,
+}
+
+#[derive(Serialize)]
+struct Active<'a> {
+    active: bool,
+    sub: &'a str,
+    username: &'a str,
+    roles: &'a [String],
+    sid: &'a str,
+    jti: &'a str,
+    exp: i64,
+    iat: i64,
+}
+
+fn bearer_token(req: &HttpRequest) -> Result<&str, Error> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(Error::InvalidToken("missing bearer token"))?;
+    if value.len() > MAX_TOKEN_BYTES + 16 {
+        return Err(Error::InvalidToken("token is too large"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| Error::InvalidToken("authorization header is not valid"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(Error::InvalidToken(
+        "authorization header is not a bearer token",
+    ))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Error::InvalidToken(
+            "authorization header is not a bearer token",
+        ));
+    }
+    Ok(token.trim())
+}
+
+fn verified(claims: &AccessClaims) -> HttpResponse {
+    let mut response = HttpResponse::Ok().json(Active {
+        active: true,
+        sub: &claims.sub,
+        username: &claims.username,
+        roles: &claims.roles,
+        sid: &claims.sid,
+        jti: &claims.jti,
+        exp: claims.exp,
+        iat: claims.iat,
+    });
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-auth-user-id", claims.sub.clone()),
+        ("x-auth-user", claims.username.clone()),
+        ("x-auth-roles", claims.roles.join(",")),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(header::HeaderName::from_static(name), v);
+        }
+    }
+    response
+}
+
+async fn verify_get(state: State, req: HttpRequest) -> Result<HttpResponse, VerifyRejection> {
+    let token = bearer_token(&req)?;
+    Ok(verified(&state.auth.verify(token)?))
+}
+
+async fn verify_post(
+    state: State,
+    body: web::Json<VerifyRequest>,
+) -> Result<HttpResponse, VerifyRejection> {
+    Ok(verified(&state.auth.verify(&body.token)?))
+}
+
+/// Routes of the internal listener (resource servers only).
+pub fn configure_internal(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(json_config())
+        .app_data(path_config())
+        .app_data(query_config())
+        .service(
+            resource("/verify")
+                .app_data(verify_json_config())
+                .route(web::get().to(verify_get))
+                .route(web::post().to(verify_post)),
+        )
+        .service(health_routes())
+        .default_service(web::to(not_found));
+}

@@ -1,0 +1,15 @@
+//! A standalone token service: log-in, short-lived access tokens, rotating refresh tokens with
+//! reuse detection, and a database-free `/verify` for resource servers.
+
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod password;
+pub mod revocation;
+pub mod schema;
+pub mod server;
+pub mod service;
+pub mod settings;
+pub mod store;
+pub mod tokens;
