@@ -135,7 +135,9 @@ fn parse_private(
     }
 }
 
-/// Parses a verification-only key: a public key PEM, or the secret for HS256.
+/// Parses a verification-only key: a public key PEM, or the secret for HS256. A private key
+/// PEM is accepted too (its public half is used), so a retired signing key file can be
+/// listed as it is.
 fn parse_public(
     setting: &str,
     alg: SigningAlgorithm,
@@ -143,6 +145,9 @@ fn parse_public(
 ) -> Result<VerifyingKey, SettingsError> {
     let bad = |what: &str| SettingsError(format!("{setting}: {what}"));
     let text = material.expose_secret();
+    if text.contains("PRIVATE KEY") {
+        return parse_private(setting, alg, material).map(|(_, v, _)| v);
+    }
     match alg {
         SigningAlgorithm::EdDSA => {
             let vk = ed25519_dalek::VerifyingKey::from_public_key_pem(text)
@@ -162,6 +167,26 @@ fn parse_public(
             })
         }
         SigningAlgorithm::HS256 => parse_private(setting, alg, material).map(|(_, v, _)| v),
+    }
+}
+
+/// The public key of private key material, as PEM (for handing to verifiers).
+pub fn public_pem(alg: SigningAlgorithm, material: &SecretString) -> Result<String, SettingsError> {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    let err = |e: String| SettingsError(format!("keys: {e}"));
+    let text = material.expose_secret();
+    match alg {
+        SigningAlgorithm::EdDSA => ed25519_dalek::SigningKey::from_pkcs8_pem(text)
+            .map_err(|e| err(e.to_string()))?
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .map_err(|e| err(e.to_string())),
+        SigningAlgorithm::ES256 => p256::SecretKey::from_pkcs8_pem(text)
+            .map_err(|e| err(e.to_string()))?
+            .public_key()
+            .to_public_key_pem(Default::default())
+            .map_err(|e| err(e.to_string())),
+        SigningAlgorithm::HS256 => Err(err("HS256 keys have no public half".into())),
     }
 }
 
@@ -374,6 +399,28 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----".to_string(),
         );
         assert!(parse_private("k", SigningAlgorithm::EdDSA, &garbage).is_err());
+    }
+
+    #[test]
+    fn verification_keys_from_public_or_private_pem() {
+        for alg in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
+            let private = generate(alg).unwrap();
+            let public = SecretString::from(public_pem(alg, &private).unwrap());
+            assert!(public.expose_secret().contains("PUBLIC KEY"));
+            let (enc, _, _) = parse_private("k", alg, &private).unwrap();
+            let mut header = jsonwebtoken::Header::new(jwt_algorithm(alg));
+            header.kid = Some("k".into());
+            let claims = serde_json::json!({"exp": 4_000_000_000u64});
+            let token = jsonwebtoken::encode(&header, &claims, &enc).unwrap();
+            for material in [&public, &private] {
+                let v = parse_public("k", alg, material).unwrap();
+                let mut validation = jsonwebtoken::Validation::new(v.algorithm);
+                validation.validate_aud = false;
+                assert!(
+                    jsonwebtoken::decode::<serde_json::Value>(&token, &v.key, &validation).is_ok()
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,168 @@
+//! The binary itself: sub-commands, start-up validation, and a first run with defaults.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_auth-service");
+
+/// The binary with none of the caller's AUTH__* or DATABASE_URL settings.
+fn command(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AUTH") || k == "DATABASE_URL" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn check_config_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .arg("check-config")
+        .env(
+            "AUTH__KEYS__REFRESH_SECRET",
+            "s3cret-refresh-value-that-is-long-enough",
+        )
+        .env("DATABASE_URL", "postgres://app:hunter2@db:5432/auth")
+        .env("AUTH__TOKENS__ACCESS_TTL", "3s")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tokens.access_ttl = 3s"), "{text}");
+    assert!(text.contains("keys.refresh_secret = <redacted>"), "{text}");
+    assert!(text.contains("postgres://app:***@db:5432/auth"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("s3cret"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_configuration_stops_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value, expect) in [
+        ("AUTH__TOKENS__ACCESS_TTL", "soon", "access_ttl"),
+        ("DATABASE_URL", "mysql://db/auth", "database.url"),
+        ("AUTH__DATABASE__URL", "./relative.db", "database.url"),
+        (
+            "AUTH__SERVER__INTERNAL_ADDR",
+            "somewhere",
+            "server.internal_addr",
+        ),
+        ("AUTH__KEYS__ALGORITHM", "none", "algorithm"),
+    ] {
+        let out = command(dir.path())
+            .arg("serve")
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{key}={value}: {err}");
+    }
+    let out = command(dir.path())
+        .args(["--config", "/nonexistent.toml", "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // A bad key is reported by name, and nothing was started.
+    let out = command(dir.path())
+        .arg("check-config")
+        .env("AUTH__KEYS__SIGNING_KEY", "not a pem")
+        .env(
+            "AUTH__SERVER__PUBLIC_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["check-config", "--help"],
+    ] {
+        let out = command(dir.path()).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn first_run_with_defaults_creates_its_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, internal) = (free_port(), free_port());
+    let mut child = command(dir.path())
+        .env("AUTH__SERVER__PUBLIC_ADDR", format!("127.0.0.1:{public}"))
+        .env(
+            "AUTH__SERVER__INTERNAL_ADDR",
+            format!("127.0.0.1:{internal}"),
+        )
+        .env("AUTH__PASSWORD__MEMORY_KIB", "256")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", public)).is_ok()
+            && std::net::TcpStream::connect(("127.0.0.1", internal)).is_ok()
+        {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(ready, "server did not come up: {log}");
+    assert!(dir.path().join("data/auth.db").exists());
+    assert!(dir.path().join("data/keys/access-eddsa.pem").exists());
+    assert!(dir.path().join("data/keys/refresh-hs256.secret").exists());
+    assert!(log.contains("generated a new EdDSA key"), "{log}");
+    // The log names files and ids, never key material.
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+}
+
+both_backends! {
+    async fn migrate_command(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(b, dir.path());
+        let run = || command(dir.path()).arg("migrate").env("DATABASE_URL", &db.url).output().unwrap();
+        let first = run();
+        assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+        assert!(String::from_utf8_lossy(&first.stdout).contains("applied migrations"));
+        let second = run();
+        assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+        assert!(String::from_utf8_lossy(&second.stdout).contains("no pending migrations"));
+    }
+}

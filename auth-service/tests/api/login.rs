@@ -1,0 +1,92 @@
+use crate::support::*;
+use serde_json::json;
+
+async fn hash_of(app: &TestApp) -> String {
+    app.with_db(|conn| {
+        use auth_service::schema::users;
+        use diesel::prelude::*;
+        Ok(users::table
+            .filter(users::username_key.eq("alice"))
+            .select(users::password_hash)
+            .first::<String>(conn)?)
+    })
+    .await
+}
+
+both_backends! {
+    async fn returns_token_pair(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        app.register("alice", "correct horse").await;
+        let r = app.login("alice", "correct horse").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["token_type"], "Bearer");
+        assert_eq!(r.body["expires_in"], 300);
+        assert_eq!(r.body["refresh_expires_in"], 90 * 86_400);
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        let at = r.str("access_token");
+        let rt = r.str("refresh_token");
+        let h = header(&at);
+        assert_eq!(h["typ"], "at+jwt");
+        assert_eq!(h["alg"], "EdDSA");
+        assert!(h["kid"].is_string());
+        assert_eq!(header(&rt)["typ"], "rt+jwt");
+        let c = claims(&at);
+        assert_eq!(c["username"], "alice");
+        assert_eq!(c["roles"], json!(["user"]));
+        assert_eq!(c["iss"], "auth-service");
+        assert_eq!(c["aud"], "resource-servers");
+        for k in ["sub", "jti", "sid"] {
+            assert!(c[k].is_string(), "{k}");
+        }
+        assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 300);
+        assert_eq!(claims(&rt)["sid"], c["sid"]);
+        assert_ne!(claims(&rt)["jti"], c["jti"]);
+    }
+
+    async fn by_email_and_any_case(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        app.post("/register", json!({"username": "Alice", "password": "correct horse", "email": "alice@example.com"})).await;
+        assert_eq!(app.login("ALICE", "correct horse").await.status, 200);
+        assert_eq!(app.login("Alice@Example.COM", "correct horse").await.status, 200);
+    }
+
+    async fn same_answer_for_every_failure(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        app.register("alice", "correct horse").await;
+        app.register("mallory", "correct horse").await;
+        let mallory_id = app.login("mallory", "correct horse").await;
+        let mallory_id = claims(&mallory_id.str("access_token"))["sub"].as_str().unwrap().to_string();
+        app.with_db(move |conn| {
+            use diesel::prelude::*;
+            use auth_service::schema::users;
+            diesel::update(users::table.find(mallory_id)).set(users::disabled.eq(true)).execute(conn)?;
+            Ok(())
+        })
+        .await;
+        let wrong = app.login("alice", "wrong horse").await;
+        let unknown = app.login("nobody", "correct horse").await;
+        let disabled = app.login("mallory", "correct horse").await;
+        let empty = app.login("", "").await;
+        for r in [&wrong, &unknown, &disabled, &empty] {
+            r.assert_error(401, "invalid_credentials");
+        }
+        assert_eq!(wrong.body, unknown.body);
+        assert_eq!(wrong.body, disabled.body);
+        assert_eq!(wrong.body, empty.body);
+    }
+
+    async fn outdated_hashes_are_upgraded(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        app.register("alice", "correct horse").await;
+        let before = hash_of(&app).await;
+        assert!(before.contains("m=256,t=1,p=1"), "{before}");
+        let app = app.restart_with(&[("AUTH__PASSWORD__MEMORY_KIB", "512"), ("AUTH__PASSWORD__ITERATIONS", "2")]).await;
+        // A failed login leaves the hash alone.
+        app.login("alice", "wrong horse").await.assert_error(401, "invalid_credentials");
+        assert_eq!(hash_of(&app).await, before);
+        assert_eq!(app.login("alice", "correct horse").await.status, 200);
+        let after = hash_of(&app).await;
+        assert!(after.contains("m=512,t=2,p=1"), "{after}");
+        assert_eq!(app.login("alice", "correct horse").await.status, 200);
+    }
+}

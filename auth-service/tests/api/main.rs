@@ -1,0 +1,14 @@
+//! Black-box tests of the HTTP API. Every test runs twice: on SQLite and on PostgreSQL
+//! (`TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
+
+#[macro_use]
+mod support;
+
+mod bad_input;
+mod cli;
+mod keys;
+mod login;
+mod logout;
+mod refresh;
+mod register;
+mod verify;

@@ -1,0 +1,156 @@
+use crate::support::*;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+
+fn b64(v: &serde_json::Value) -> String {
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+both_backends! {
+    async fn valid_token_get_and_post(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        let (at, _) = app.signed_in("alice").await;
+        let c = claims(&at);
+        let v = app.verify(&at).await;
+        assert_eq!(v.status, 200, "{}", v.body);
+        assert_eq!(v.body["active"], true);
+        for k in ["sub", "username", "roles", "sid", "jti", "exp", "iat"] {
+            assert_eq!(v.body[k], c[k], "{k}");
+        }
+        assert_eq!(v.header("x-auth-user-id"), c["sub"].as_str());
+        assert_eq!(v.header("x-auth-user"), Some("alice"));
+        assert_eq!(v.header("x-auth-roles"), Some("user"));
+        let p = app
+            .send(app.client.post(format!("{}/verify", app.internal)).json(&json!({"token": at})))
+            .await;
+        assert_eq!(p.status, 200);
+        assert_eq!(p.body, v.body);
+        // The scheme is case-insensitive.
+        let lower = app
+            .send(app.client.get(format!("{}/verify", app.internal)).header("authorization", format!("bearer {at}")))
+            .await;
+        assert_eq!(lower.status, 200);
+    }
+
+    async fn refuses_forgeries(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        let (at, _) = app.signed_in("alice").await;
+        let parts: Vec<&str> = at.split('.').collect();
+        let h = header(&at);
+        let mut c = claims(&at);
+        c["roles"] = json!(["admin"]);
+
+        let mut none_header = h.clone();
+        none_header["alg"] = json!("none");
+        let alg_none = format!("{}.{}.", b64(&none_header), b64(&c));
+
+        let mut hs_header = h.clone();
+        hs_header["alg"] = json!("HS256");
+        let alg_swap = format!("{}.{}.{}", b64(&hs_header), parts[1], parts[2]);
+
+        let tampered = format!("{}.{}.{}", parts[0], b64(&c), parts[2]);
+
+        let mut unknown_kid = h.clone();
+        unknown_kid["kid"] = json!("not-a-key");
+        let unknown = format!("{}.{}.{}", b64(&unknown_kid), parts[1], parts[2]);
+
+        // Signed by another installation's key that happens to carry the same kid.
+        let other = TestApp::spawn(Backend::Sqlite).await;
+        let (foreign, _) = other.signed_in("alice").await;
+        let foreign_parts: Vec<&str> = foreign.split('.').collect();
+        let same_kid_foreign = format!("{}.{}.{}", parts[0], foreign_parts[1], foreign_parts[2]);
+
+        let huge = format!("{}.{}.{}", parts[0], "A".repeat(9000), parts[2]);
+        for (what, token) in [
+            ("alg none", alg_none.as_str()),
+            ("alg swap", alg_swap.as_str()),
+            ("tampered payload", tampered.as_str()),
+            ("unknown kid", unknown.as_str()),
+            ("foreign key", foreign.as_str()),
+            ("foreign signature", same_kid_foreign.as_str()),
+            ("garbage", "garbage"),
+            ("two parts", "a.b"),
+            ("oversized", huge.as_str()),
+        ] {
+            let v = app.verify(token).await;
+            assert_eq!(v.status, 401, "{what}: {}", v.body);
+            assert_eq!(v.body["active"], false, "{what}");
+            assert_eq!(v.body["error"], "invalid_token", "{what}: {}", v.body);
+            assert!(
+                v.header("www-authenticate").unwrap().starts_with("Bearer error=\"invalid_token\""),
+                "{what}"
+            );
+        }
+        // The genuine token still verifies.
+        assert_eq!(app.verify(&at).await.status, 200);
+    }
+
+    async fn missing_or_malformed_authorization(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        let url = format!("{}/verify", app.internal);
+        let none = app.send(app.client.get(&url)).await;
+        assert_eq!(none.status, 401);
+        assert_eq!(none.body["active"], false);
+        assert_eq!(none.body["error"], "invalid_token");
+        assert!(none.header("www-authenticate").is_some());
+        for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Token abc"] {
+            let r = app.send(app.client.get(&url).header("authorization", value)).await;
+            assert_eq!(r.status, 401, "{value}");
+            assert_eq!(r.body["error"], "invalid_token", "{value}");
+        }
+        let big = app
+            .send(app.client.get(&url).header("authorization", format!("Bearer {}", "a".repeat(12_000))))
+            .await;
+        assert_eq!(big.status, 401);
+        // POST /verify with a bad body keeps the verify shape.
+        let r = app.send(app.client.post(&url).header("content-type", "application/json").body("{")).await;
+        assert_eq!(r.status, 400);
+        assert_eq!(r.body["active"], false);
+        assert_eq!(r.body["error"], "invalid_request");
+    }
+
+    async fn keeps_answering_without_the_database(b: Backend) {
+        if b == Backend::Sqlite {
+            // An embedded file cannot go away underneath the process; the PostgreSQL run
+            // covers the outage.
+            return;
+        }
+        let app = TestApp::spawn(b).await;
+        let (at, rt) = app.signed_in("alice").await;
+        let name = app.db.pg_name().to_string();
+        app.db.pg_admin(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"));
+        app.db.pg_admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ));
+        assert_eq!(app.verify(&at).await.status, 200);
+        let ready = app.send(app.client.get(format!("{}/readyz", app.public))).await;
+        ready.assert_error(503, "service_unavailable");
+        assert_eq!(ready.header("retry-after"), Some("5"));
+        let r = app.login("alice", "correct horse battery").await;
+        r.assert_error(503, "service_unavailable");
+        assert!(r.header("retry-after").is_some());
+        app.refresh(&rt).await.assert_error(503, "service_unavailable");
+        let health = app.send(app.client.get(format!("{}/healthz", app.internal))).await;
+        assert_eq!(health.status, 200);
+        app.db.pg_admin(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"));
+        let ready = app.send(app.client.get(format!("{}/readyz", app.public))).await;
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        assert_eq!(app.refresh(&rt).await.status, 200);
+    }
+
+    async fn health_on_both_listeners_and_route_separation(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        for base in [&app.public, &app.internal] {
+            for path in ["/healthz", "/readyz"] {
+                let r = app.send(app.client.get(format!("{base}{path}"))).await;
+                assert_eq!(r.status, 200, "{base}{path}");
+            }
+        }
+        // /verify is not on the public listener, /login not on the internal one.
+        app.send(app.client.get(format!("{}/verify", app.public))).await.assert_error(404, "not_found");
+        app.send(app.client.post(format!("{}/login", app.internal)).json(&json!({})))
+            .await
+            .assert_error(404, "not_found");
+    }
+}
