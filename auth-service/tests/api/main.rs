@@ -1,6 +1,8 @@
 //! Black-box tests of the HTTP API. Every test runs twice: on SQLite and on PostgreSQL
 //! (`TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
 #[macro_use]
 mod support;
 
