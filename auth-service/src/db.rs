@@ -225,15 +225,21 @@ impl DbConn {
     /// A transaction that takes the write lock up front: `BEGIN IMMEDIATE` on SQLite (so two
     /// writers never both read and then race to upgrade), a plain `BEGIN` on PostgreSQL, where
     /// callers lock the rows they change (`SELECT … FOR UPDATE` or a guarded `UPDATE`).
+    /// Inside an open transaction it nests as a savepoint.
     pub fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConn) -> Result<T, E>,
         E: From<diesel::result::Error>,
     {
+        let nested =
+            <DbConn as Connection>::TransactionManager::transaction_manager_status_mut(self)
+                .transaction_depth()?
+                .is_some();
         match self {
-            DbConn::Sqlite(c) => {
+            DbConn::Sqlite(c) if !nested => {
                 AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
             }
+            DbConn::Sqlite(c) => AnsiTransactionManager::begin_transaction(c)?,
             DbConn::Pg(c) => AnsiTransactionManager::begin_transaction(c)?,
         }
         match f(self) {
@@ -252,6 +258,26 @@ impl DbConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_transactions_nest_and_roll_back() {
+        let mut conn = DbConn::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        conn.batch_execute("CREATE TABLE t (x INTEGER)").unwrap();
+        let r: Result<(), diesel::result::Error> = conn.write_transaction(|c| {
+            c.batch_execute("INSERT INTO t VALUES (1)")?;
+            let inner: Result<(), diesel::result::Error> = c.write_transaction(|c| {
+                c.batch_execute("INSERT INTO t VALUES (2)")?;
+                Err(diesel::result::Error::RollbackTransaction)
+            });
+            assert!(inner.is_err());
+            Ok(())
+        });
+        r.unwrap();
+        let count = diesel::dsl::sql::<diesel::sql_types::BigInt>("SELECT COUNT(*) FROM t")
+            .get_result::<i64>(&mut conn)
+            .unwrap();
+        assert_eq!(count, 1);
+    }
 
     #[test]
     fn url_schemes() {

@@ -41,6 +41,8 @@ pub enum Error {
     SessionRevoked,
     #[error("forbidden")]
     Forbidden,
+    #[error("this change would leave no enabled administrator")]
+    LastAdmin,
     #[error("service temporarily unavailable")]
     Unavailable(String),
     #[error("internal error")]
@@ -74,6 +76,7 @@ impl Error {
             Error::TokenReused => "token_reused",
             Error::SessionRevoked => "session_revoked",
             Error::Forbidden => "forbidden",
+            Error::LastAdmin => "last_admin",
             Error::Unavailable(_) => "service_unavailable",
             Error::Internal(_) => "internal_error",
         }
@@ -145,7 +148,7 @@ impl ResponseError for Error {
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::UsernameTaken | Error::EmailTaken => StatusCode::CONFLICT,
+            Error::UsernameTaken | Error::EmailTaken | Error::LastAdmin => StatusCode::CONFLICT,
             Error::InvalidCredentials
             | Error::InvalidToken(_)
             | Error::TokenExpired

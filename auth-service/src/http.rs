@@ -9,6 +9,7 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::admin::AuditFilter;
 use crate::error::Error;
 use crate::service::{AuthService, ClientInfo, NewUser, UserView};
 use crate::tokens::{AccessClaims, MAX_TOKEN_BYTES};
@@ -136,15 +137,22 @@ struct LogoutRequest {
     refresh_token: String,
 }
 
-async fn register(state: State, body: web::Json<RegisterRequest>) -> Result<HttpResponse, Error> {
+async fn register(
+    state: State,
+    client: ClientInfo,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse, Error> {
     let body = body.into_inner();
     let user: UserView = state
         .auth
-        .register(NewUser {
-            username: body.username,
-            password: body.password,
-            email: body.email,
-        })
+        .register(
+            NewUser {
+                username: body.username,
+                password: body.password,
+                email: body.email,
+            },
+            client,
+        )
         .await?;
     Ok(HttpResponse::Created().json(user))
 }
@@ -162,17 +170,214 @@ async fn login(
     Ok(HttpResponse::Ok().json(pair))
 }
 
-async fn refresh(state: State, body: web::Json<RefreshRequest>) -> Result<HttpResponse, Error> {
+async fn refresh(
+    state: State,
+    client: ClientInfo,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, Error> {
     let pair = state
         .auth
-        .refresh(&body.refresh_token, body.access_token.as_deref())
+        .refresh(&body.refresh_token, body.access_token.as_deref(), client)
         .await?;
     Ok(HttpResponse::Ok().json(pair))
 }
 
-async fn logout(state: State, body: web::Json<LogoutRequest>) -> Result<HttpResponse, Error> {
-    state.auth.logout(&body.refresh_token).await?;
+async fn logout(
+    state: State,
+    client: ClientInfo,
+    body: web::Json<LogoutRequest>,
+) -> Result<HttpResponse, Error> {
+    state.auth.logout(&body.refresh_token, client).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+// ---- the caller's own account (Bearer access token) --------------------------------------
+
+/// The verified access token of the request's `Authorization: Bearer` header.
+pub struct Caller(pub AccessClaims);
+
+impl FromRequest for Caller {
+    type Error = Error;
+    type Future = std::future::Ready<Result<Caller, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let result = match req.app_data::<State>() {
+            Some(state) => bearer_token(req)
+                .and_then(|t| state.auth.verify(t))
+                .map(Caller),
+            None => Err(Error::Internal("application state missing".into())),
+        };
+        std::future::ready(result)
+    }
+}
+
+#[derive(Deserialize)]
+struct ChangePasswordRequest {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+async fn me(state: State, caller: Caller) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.auth.me(&caller.0).await?))
+}
+
+async fn change_password(
+    state: State,
+    caller: Caller,
+    client: ClientInfo,
+    body: web::Json<ChangePasswordRequest>,
+) -> Result<HttpResponse, Error> {
+    let body = body.into_inner();
+    state
+        .auth
+        .change_password(&caller.0, body.current_password, body.new_password, client)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn my_sessions(state: State, caller: Caller) -> Result<HttpResponse, Error> {
+    let sessions = state.auth.my_sessions(&caller.0).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": sessions })))
+}
+
+async fn end_my_session(
+    state: State,
+    caller: Caller,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    state.auth.end_my_session(&caller.0, &id, client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn logout_all(
+    state: State,
+    caller: Caller,
+    client: ClientInfo,
+) -> Result<HttpResponse, Error> {
+    state.auth.logout_all(&caller.0, client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---- administration ----------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct UserListQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+    username: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AuditQueryParams {
+    user_id: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RolesRequest {
+    roles: Vec<String>,
+}
+
+async fn admin_users(
+    state: State,
+    caller: Caller,
+    query: web::Query<UserListQuery>,
+) -> Result<HttpResponse, Error> {
+    let q = query.into_inner();
+    let page = state
+        .auth
+        .admin_list_users(&caller.0, q.username, q.cursor, q.limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+async fn admin_user(
+    state: State,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.auth.admin_get_user(&caller.0, &id).await?))
+}
+
+async fn admin_roles(
+    state: State,
+    caller: Caller,
+    client: ClientInfo,
+    id: web::Path<String>,
+    body: web::Json<RolesRequest>,
+) -> Result<HttpResponse, Error> {
+    let user = state
+        .auth
+        .admin_set_roles(&caller.0, &id, body.into_inner().roles, client)
+        .await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+async fn admin_disable(
+    state: State,
+    caller: Caller,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let user = state
+        .auth
+        .admin_set_disabled(&caller.0, &id, true, client)
+        .await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+async fn admin_enable(
+    state: State,
+    caller: Caller,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let user = state
+        .auth
+        .admin_set_disabled(&caller.0, &id, false, client)
+        .await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+async fn admin_end_sessions(
+    state: State,
+    caller: Caller,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    state
+        .auth
+        .admin_end_sessions(&caller.0, &id, client)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn admin_audit(
+    state: State,
+    caller: Caller,
+    query: web::Query<AuditQueryParams>,
+) -> Result<HttpResponse, Error> {
+    let q = query.into_inner();
+    let page = state
+        .auth
+        .admin_audit(
+            &caller.0,
+            AuditFilter {
+                user_id: q.user_id,
+                kind: q.kind,
+                since: q.since,
+                until: q.until,
+                limit: q.limit,
+                cursor: q.cursor,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 async fn healthz() -> HttpResponse {
@@ -200,6 +405,18 @@ pub fn configure_public(cfg: &mut web::ServiceConfig) {
         .service(resource("/login").route(web::post().to(login)))
         .service(resource("/refresh").route(web::post().to(refresh)))
         .service(resource("/logout").route(web::post().to(logout)))
+        .service(resource("/logout/all").route(web::post().to(logout_all)))
+        .service(resource("/me").route(web::get().to(me)))
+        .service(resource("/me/password").route(web::put().to(change_password)))
+        .service(resource("/me/sessions").route(web::get().to(my_sessions)))
+        .service(resource("/me/sessions/{id}").route(web::delete().to(end_my_session)))
+        .service(resource("/admin/users").route(web::get().to(admin_users)))
+        .service(resource("/admin/users/{id}").route(web::get().to(admin_user)))
+        .service(resource("/admin/users/{id}/roles").route(web::put().to(admin_roles)))
+        .service(resource("/admin/users/{id}/disable").route(web::post().to(admin_disable)))
+        .service(resource("/admin/users/{id}/enable").route(web::post().to(admin_enable)))
+        .service(resource("/admin/users/{id}/sessions").route(web::delete().to(admin_end_sessions)))
+        .service(resource("/admin/audit").route(web::get().to(admin_audit)))
         .service(health_routes())
         .default_service(web::to(not_found));
 }

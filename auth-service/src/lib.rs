@@ -1,6 +1,10 @@
 //! A standalone token service: log-in, short-lived access tokens, rotating refresh tokens with
 //! reuse detection, and a database-free `/verify` for resource servers.
 
+pub mod account;
+pub mod admin;
+pub mod audit;
+pub mod commands;
 pub mod db;
 pub mod error;
 pub mod http;

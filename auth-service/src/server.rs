@@ -1,7 +1,6 @@
 //! Assembles the service from its settings and runs the two listeners.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::header;
@@ -13,9 +12,6 @@ use crate::error::Error;
 use crate::http::{AppState, configure_internal, configure_public};
 use crate::service::AuthService;
 use crate::settings::Settings;
-
-/// How often expired entries leave the revocation index.
-const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 /// Both listeners, running.
 pub struct RunningServer {
@@ -73,7 +69,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, Error> {
             .await
             .map_err(|e| Error::Internal(e.to_string()))??
     };
-    let loaded = auth.load_revocations().await?;
+    let loaded = auth.sync_revocations().await?;
     log::info!("revocation index loaded: {loaded} recently revoked session(s)");
 
     let state = web::Data::new(AppState {
@@ -117,12 +113,37 @@ pub async fn start(settings: Settings) -> Result<RunningServer, Error> {
     let handles = vec![public.handle(), internal.handle()];
     let tasks = vec![actix_web::rt::spawn(public), actix_web::rt::spawn(internal)];
 
-    let prune_state = state.clone();
+    // Keep the revocation index current (other instances, the command line) and small.
+    let sync_state = state.clone();
+    let poll = settings.revocation.poll_interval;
     actix_web::rt::spawn(async move {
-        let mut tick = actix_web::rt::time::interval(PRUNE_EVERY);
+        let mut tick = actix_web::rt::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            prune_state.auth.prune_revocations();
+            if let Err(e) = sync_state.auth.sync_revocations().await {
+                log::warn!("revocation sync failed (index kept as is): {e}");
+            }
+            sync_state.auth.prune_revocations();
+        }
+    });
+    // Retention: old audit rows, expired refresh tokens, dead sessions.
+    let prune_state = state.clone();
+    let every = settings.retention.interval;
+    actix_web::rt::spawn(async move {
+        let mut tick = actix_web::rt::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match prune_state.auth.prune().await {
+                Ok(p) => log::info!(
+                    "pruned {} audit event(s), {} refresh token(s), {} session(s)",
+                    p.audit_events,
+                    p.refresh_tokens,
+                    p.sessions
+                ),
+                Err(e) => log::warn!("pruning failed: {e}"),
+            }
         }
     });
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::audit::{self, AuditEvent, AuditKind};
 use crate::db::Database;
 use crate::error::Error;
 use crate::keys::Keys;
@@ -15,7 +16,8 @@ use crate::password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Passwords};
 use crate::revocation::RevokedSessions;
 use crate::settings::Settings;
 use crate::store::{
-    self, RefreshTokenRow, RevokeReason, Rotation, RotationRequest, SessionRow, UserRow,
+    self, PruneRequest, Pruned, RefreshTokenRow, RevokeReason, Rotation, RotationRequest,
+    SessionRow, UserRow,
 };
 use crate::tokens::{AccessClaims, Expiry, Tokens};
 
@@ -89,7 +91,23 @@ pub struct AuthService {
     refresh_ttl: i64,
     session_ttl: Option<i64>,
     reuse_grace: i64,
-    leeway: i64,
+    settings: Settings,
+}
+
+/// How long after a revocation an access token of that session may still be presented.
+fn revocation_horizon(settings: &Settings) -> i64 {
+    secs(settings.tokens.access_ttl) + secs(settings.tokens.leeway) + 1
+}
+
+/// The limits of one pruning pass under `settings`, at time `now`.
+pub fn prune_request(settings: &Settings, now: i64) -> PruneRequest {
+    PruneRequest {
+        now,
+        audit_before: now - secs(settings.retention.audit_max_age),
+        revoked_keep: revocation_horizon(settings),
+        refresh_ttl: secs(settings.tokens.refresh_ttl),
+        batch_size: i64::from(settings.retention.batch_size),
+    }
 }
 
 pub fn validate_username(username: &str) -> Result<(), Error> {
@@ -152,22 +170,32 @@ impl AuthService {
             refresh_ttl: secs(settings.tokens.refresh_ttl),
             session_ttl: settings.tokens.session_ttl.map(secs),
             reuse_grace: secs(settings.tokens.reuse_grace),
-            leeway: secs(settings.tokens.leeway),
+            settings: settings.clone(),
         })
     }
 
-    /// How long after a revocation an access token of that session may still be presented.
     fn revocation_horizon(&self) -> i64 {
-        self.tokens.access_ttl() + self.leeway + 1
+        revocation_horizon(&self.settings)
     }
 
-    fn remember_revocation(&self, sid: &str, revoked_at: i64) {
+    pub fn refresh_ttl(&self) -> i64 {
+        self.refresh_ttl
+    }
+
+    /// Deletes old audit rows, expired refresh tokens and dead sessions (see [`store::prune`]).
+    pub async fn prune(&self) -> Result<Pruned, Error> {
+        let request = prune_request(&self.settings, now());
+        self.db.run(move |conn| store::prune(conn, &request)).await
+    }
+
+    pub(crate) fn remember_revocation(&self, sid: &str, revoked_at: i64) {
         self.revoked
             .revoke(sid, revoked_at + self.revocation_horizon());
     }
 
-    /// Fills the revocation index from the database (at start-up).
-    pub async fn load_revocations(&self) -> Result<usize, Error> {
+    /// Brings the revocation index up to date with the database: at start-up, and
+    /// periodically to pick up revocations made by other instances or the command line.
+    pub async fn sync_revocations(&self) -> Result<usize, Error> {
         let since = now() - self.revocation_horizon();
         let rows = self
             .db
@@ -183,7 +211,7 @@ impl AuthService {
         self.revoked.prune(now())
     }
 
-    pub async fn register(&self, input: NewUser) -> Result<UserView, Error> {
+    pub async fn register(&self, input: NewUser, client: ClientInfo) -> Result<UserView, Error> {
         validate_username(&input.username)?;
         validate_password(&input.password)?;
         let email = match input.email.as_deref() {
@@ -205,7 +233,14 @@ impl AuthService {
         };
         let user = self
             .db
-            .run(move |conn| store::insert_user(conn, &user).map(|_| user))
+            .run(move |conn| {
+                conn.write_transaction(|conn| {
+                    store::insert_user(conn, &user)?;
+                    let event = AuditEvent::new(AuditKind::Registered, &client).user(&user.id);
+                    audit::record(conn, &event, ts)?;
+                    Ok(user)
+                })
+            })
             .await?;
         log::info!("user registered: user_id={}", user.id);
         Ok(UserView::from(&user))
@@ -225,6 +260,7 @@ impl AuthService {
         {
             return Err(Error::InvalidCredentials);
         }
+        let tried = login.clone();
         let user = self
             .db
             .run(move |conn| store::find_user_for_login(conn, &login))
@@ -233,12 +269,18 @@ impl AuthService {
         let verified = self.passwords.verify(password.clone(), stored).await?;
         let user = match user {
             Some(u) if verified.matches && !u.disabled => u,
-            Some(u) => {
-                log::info!("login failed: user_id={}", u.id);
-                return Err(Error::InvalidCredentials);
-            }
-            None => {
-                log::info!("login failed: unknown user");
+            other => {
+                let user_id = other.map(|u| u.id);
+                log::info!(
+                    "login failed: user_id={}",
+                    user_id.as_deref().unwrap_or("<unknown>")
+                );
+                let mut event = AuditEvent::new(AuditKind::LoginFailed, &client)
+                    .detail(serde_json::json!({"username": tried}));
+                event.user_id = user_id;
+                self.db
+                    .run(move |conn| audit::record(conn, &event, now()))
+                    .await?;
                 return Err(Error::InvalidCredentials);
             }
         };
@@ -257,8 +299,9 @@ impl AuthService {
             revoked_reason: None,
             user_agent: client
                 .user_agent
-                .map(|ua| truncate_chars(&ua, MAX_USER_AGENT_CHARS)),
-            ip: client.ip,
+                .as_deref()
+                .map(|ua| truncate_chars(ua, MAX_USER_AGENT_CHARS)),
+            ip: client.ip.clone(),
         };
         let mut first_exp = ts.saturating_add(self.refresh_ttl);
         if let Some(cap) = session.expires_at {
@@ -272,10 +315,17 @@ impl AuthService {
             expires_at: first_exp,
             used_at: None,
         };
+        let event = AuditEvent::new(AuditKind::LoginSucceeded, &client)
+            .user(&user.id)
+            .session(&session.id);
         let (session, first) = self
             .db
             .run(move |conn| {
-                store::create_session(conn, &session, &first).map(|_| (session, first))
+                conn.write_transaction(|conn| {
+                    store::create_session(conn, &session, &first)?;
+                    audit::record(conn, &event, ts)?;
+                    Ok((session, first))
+                })
             })
             .await?;
         log::info!("login: user_id={} sid={}", user.id, session.id);
@@ -335,6 +385,7 @@ impl AuthService {
         &self,
         refresh_token: &str,
         access_token: Option<&str>,
+        client: ClientInfo,
     ) -> Result<TokenPair, Error> {
         let claims = self.tokens.check_refresh(refresh_token, Expiry::Enforce)?;
         if let Some(at) = access_token {
@@ -351,17 +402,38 @@ impl AuthService {
         let outcome = self
             .db
             .run(move |conn| {
-                store::rotate_refresh_token(
-                    conn,
-                    &RotationRequest {
-                        jti: &jti,
-                        sid: &sid,
-                        user_id: &sub,
-                        now: ts,
-                        refresh_ttl,
-                        reuse_grace,
-                    },
-                )
+                conn.write_transaction(|conn| {
+                    let rotation = store::rotate_refresh_token(
+                        conn,
+                        &RotationRequest {
+                            jti: &jti,
+                            sid: &sid,
+                            user_id: &sub,
+                            now: ts,
+                            refresh_ttl,
+                            reuse_grace,
+                        },
+                    )?;
+                    let (kind, detail) = match &rotation {
+                        Rotation::Rotated { .. } => {
+                            (AuditKind::TokenRefreshed, serde_json::json!({}))
+                        }
+                        Rotation::Replayed { .. } => (
+                            AuditKind::TokenRefreshed,
+                            serde_json::json!({"replayed_within_grace": true}),
+                        ),
+                        Rotation::Reused { .. } => (
+                            AuditKind::RefreshTokenReused,
+                            serde_json::json!({"revoked_session": sid, "jti": jti}),
+                        ),
+                    };
+                    let event = AuditEvent::new(kind, &client)
+                        .user(&sub)
+                        .session(&sid)
+                        .detail(detail);
+                    audit::record(conn, &event, ts)?;
+                    Ok(rotation)
+                })
             })
             .await;
         match outcome {
@@ -404,12 +476,26 @@ impl AuthService {
 
     /// Ends the session a refresh token belongs to. Idempotent; an expired but genuine
     /// refresh token still logs out.
-    pub async fn logout(&self, refresh_token: &str) -> Result<(), Error> {
+    pub async fn logout(&self, refresh_token: &str, client: ClientInfo) -> Result<(), Error> {
         let claims = self.tokens.check_refresh(refresh_token, Expiry::Ignore)?;
-        let sid = claims.sid.clone();
+        let (sid, sub) = (claims.sid.clone(), claims.sub.clone());
         let revoked_at = self
             .db
-            .run(move |conn| store::revoke_session(conn, &sid, RevokeReason::Logout, now()))
+            .run(move |conn| {
+                conn.write_transaction(|conn| {
+                    let ts = now();
+                    let live = store::find_session(conn, &sid)?
+                        .is_some_and(|s| s.revoked_at.is_none() && s.user_id == sub);
+                    let at = store::revoke_session(conn, &sid, RevokeReason::Logout, ts)?;
+                    if live {
+                        let event = AuditEvent::new(AuditKind::LoggedOut, &client)
+                            .user(&sub)
+                            .session(&sid);
+                        audit::record(conn, &event, ts)?;
+                    }
+                    Ok(at)
+                })
+            })
             .await?;
         if let Some(at) = revoked_at {
             self.remember_revocation(&claims.sid, at);

@@ -26,6 +26,28 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub keys: KeySettings,
     pub password: PasswordSettings,
+    pub retention: RetentionSettings,
+    pub revocation: RevocationSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSettings {
+    /// Audit rows older than this are deleted by `prune`.
+    #[serde(with = "humantime_serde")]
+    pub audit_max_age: Duration,
+    /// How often the server prunes by itself.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rows deleted per statement, so a large table is never locked for long.
+    pub batch_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RevocationSettings {
+    /// How often the revocation index picks up revocations made elsewhere (other instances,
+    /// the command line) from the database.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +184,10 @@ fn defaults() -> Vec<(&'static str, config::Value)> {
         ("password.memory_kib", 19456i64.into()),
         ("password.iterations", 2i64.into()),
         ("password.parallelism", 1i64.into()),
+        ("retention.audit_max_age", "90d".into()),
+        ("retention.interval", "1h".into()),
+        ("retention.batch_size", 1000i64.into()),
+        ("revocation.poll_interval", "5s".into()),
     ]
 }
 
@@ -247,6 +273,15 @@ impl Settings {
         }
         if self.server.workers == Some(0) {
             return err("server.workers", "must be at least 1");
+        }
+        if self.retention.batch_size == 0 {
+            return err("retention.batch_size", "must be at least 1");
+        }
+        if self.retention.interval < Duration::from_secs(1) {
+            return err("retention.interval", "must be at least 1s");
+        }
+        if self.revocation.poll_interval < Duration::from_millis(100) {
+            return err("revocation.poll_interval", "must be at least 100ms");
         }
         if self.database.pool_size == 0 {
             return err("database.pool_size", "must be at least 1");
@@ -415,6 +450,16 @@ impl Settings {
                 .max_concurrent
                 .map(|w| w.to_string())
                 .unwrap_or_else(|| "<one per CPU>".into()),
+        );
+        line("retention.audit_max_age", dur(self.retention.audit_max_age));
+        line("retention.interval", dur(self.retention.interval));
+        line(
+            "retention.batch_size",
+            self.retention.batch_size.to_string(),
+        );
+        line(
+            "revocation.poll_interval",
+            dur(self.revocation.poll_interval),
         );
         out
     }

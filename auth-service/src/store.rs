@@ -67,20 +67,304 @@ pub struct RefreshTokenRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeReason {
     Logout,
+    LogoutAll,
     RefreshTokenReused,
+    /// The user ended one of their sessions from another.
+    EndedByUser,
+    PasswordChanged,
+    RoleRevoked,
+    UserDisabled,
+    /// An administrator ended the user's sessions.
+    EndedByAdmin,
 }
 
 impl RevokeReason {
     pub fn as_str(self) -> &'static str {
         match self {
             RevokeReason::Logout => "logout",
+            RevokeReason::LogoutAll => "logout_all",
             RevokeReason::RefreshTokenReused => "refresh_token_reused",
+            RevokeReason::EndedByUser => "ended_by_user",
+            RevokeReason::PasswordChanged => "password_changed",
+            RevokeReason::RoleRevoked => "role_revoked",
+            RevokeReason::UserDisabled => "user_disabled",
+            RevokeReason::EndedByAdmin => "ended_by_admin",
         }
     }
 }
 
+pub const ADMIN_ROLE: &str = "admin";
+
+/// The canonical stored form of a role set: sorted, without duplicates, comma-joined.
+pub fn join_roles(roles: &[String]) -> String {
+    let mut roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+    roles.sort_unstable();
+    roles.dedup();
+    roles.join(",")
+}
+
+impl UserRow {
+    pub fn is_admin(&self) -> bool {
+        !self.disabled && self.role_list().iter().any(|r| r == ADMIN_ROLE)
+    }
+}
+
+/// Serialises changes that can affect who is an administrator, so two of them can never
+/// both pass the last-admin check. SQLite's `BEGIN IMMEDIATE` already serialises writers.
+fn lock_admin_changes(conn: &mut DbConn) -> Result<(), Error> {
+    if let DbConn::Pg(c) = conn {
+        diesel::sql_query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE").execute(c)?;
+    }
+    Ok(())
+}
+
+/// Refuses a change that would leave no enabled administrator.
+fn ensure_another_admin(conn: &mut DbConn, except: &str) -> Result<(), Error> {
+    let candidates: Vec<UserRow> = users::table
+        .filter(users::roles.like("%admin%"))
+        .filter(users::disabled.eq(false))
+        .filter(users::id.ne(except))
+        .select(UserRow::as_select())
+        .load(conn)?;
+    if candidates.iter().any(UserRow::is_admin) {
+        Ok(())
+    } else {
+        Err(Error::LastAdmin)
+    }
+}
+
+/// Replaces a user's roles. Returns the user before and after.
+pub fn set_roles(
+    conn: &mut DbConn,
+    user_id: &str,
+    roles: &[String],
+    now: i64,
+) -> Result<(UserRow, UserRow), Error> {
+    conn.write_transaction(|conn| {
+        lock_admin_changes(conn)?;
+        let before = find_user(conn, user_id)?.ok_or(Error::NotFound)?;
+        let mut after = before.clone();
+        after.roles = join_roles(roles);
+        after.updated_at = now;
+        if before.is_admin() && !after.is_admin() {
+            ensure_another_admin(conn, user_id)?;
+        }
+        diesel::update(users::table.find(user_id))
+            .set((users::roles.eq(&after.roles), users::updated_at.eq(now)))
+            .execute(conn)?;
+        Ok((before, after))
+    })
+}
+
+/// Disables or enables a user. Returns the user before and after.
+pub fn set_disabled(
+    conn: &mut DbConn,
+    user_id: &str,
+    disabled: bool,
+    now: i64,
+) -> Result<(UserRow, UserRow), Error> {
+    conn.write_transaction(|conn| {
+        lock_admin_changes(conn)?;
+        let before = find_user(conn, user_id)?.ok_or(Error::NotFound)?;
+        let mut after = before.clone();
+        after.disabled = disabled;
+        after.updated_at = now;
+        if before.is_admin() && !after.is_admin() {
+            ensure_another_admin(conn, user_id)?;
+        }
+        diesel::update(users::table.find(user_id))
+            .set((users::disabled.eq(disabled), users::updated_at.eq(now)))
+            .execute(conn)?;
+        Ok((before, after))
+    })
+}
+
+/// Revokes every live session of a user, except `keep` if given. Returns the ids revoked.
+pub fn revoke_user_sessions(
+    conn: &mut DbConn,
+    user_id: &str,
+    reason: RevokeReason,
+    keep: Option<&str>,
+    now: i64,
+) -> Result<Vec<String>, Error> {
+    conn.write_transaction(|conn| {
+        let ids: Vec<String> = sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::id.ne(keep.unwrap_or("")))
+            .select(sessions::id)
+            .load(conn)?;
+        if !ids.is_empty() {
+            diesel::update(
+                sessions::table
+                    .filter(sessions::id.eq_any(&ids))
+                    .filter(sessions::revoked_at.is_null()),
+            )
+            .set((
+                sessions::revoked_at.eq(now),
+                sessions::revoked_reason.eq(reason.as_str()),
+            ))
+            .execute(conn)?;
+        }
+        Ok(ids)
+    })
+}
+
+/// Revokes one session, only if it belongs to `user_id` and is still live.
+pub fn revoke_own_session(
+    conn: &mut DbConn,
+    user_id: &str,
+    sid: &str,
+    reason: RevokeReason,
+    now: i64,
+) -> Result<bool, Error> {
+    let n = diesel::update(
+        sessions::table
+            .find(sid)
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set((
+        sessions::revoked_at.eq(now),
+        sessions::revoked_reason.eq(reason.as_str()),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// A user's sessions that can still be refreshed.
+pub fn live_sessions(
+    conn: &mut DbConn,
+    user_id: &str,
+    now: i64,
+    refresh_ttl: i64,
+) -> Result<Vec<SessionRow>, Error> {
+    let rows: Vec<SessionRow> = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::last_used_at.gt(now - refresh_ttl))
+        .order((sessions::created_at.desc(), sessions::id.asc()))
+        .select(SessionRow::as_select())
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter(|s| s.expires_at.is_none_or(|at| at > now))
+        .collect())
+}
+
+/// One page of users in (created_at, id) order, after the given position.
+pub fn list_users(
+    conn: &mut DbConn,
+    username_contains: Option<&str>,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<UserRow>, Error> {
+    let mut query = users::table.select(UserRow::as_select()).into_boxed();
+    if let Some(fragment) = username_contains {
+        let escaped = fragment
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        query = query.filter(
+            users::username_key
+                .like(format!("%{escaped}%"))
+                .escape('\\'),
+        );
+    }
+    if let Some((created_at, id)) = after {
+        query = query.filter(
+            users::created_at
+                .gt(created_at)
+                .or(users::created_at.eq(created_at).and(users::id.gt(id))),
+        );
+    }
+    Ok(query
+        .order((users::created_at.asc(), users::id.asc()))
+        .limit(limit)
+        .load(conn)?)
+}
+
+/// How many rows one pruning pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Pruned {
+    pub audit_events: usize,
+    pub refresh_tokens: usize,
+    pub sessions: usize,
+}
+
+/// Limits for [`prune`].
+pub struct PruneRequest {
+    pub now: i64,
+    /// Audit rows at or before this time go.
+    pub audit_before: i64,
+    /// Revoked sessions are kept this long, for the revocation index to load.
+    pub revoked_keep: i64,
+    pub refresh_ttl: i64,
+    pub batch_size: i64,
+}
+
+/// Deletes old audit rows, expired refresh-token rows (used or not: an expired token is
+/// refused by its own `exp`) and sessions that can no longer be used, `batch_size` rows per
+/// statement so no table is locked for long.
+pub fn prune(conn: &mut DbConn, r: &PruneRequest) -> Result<Pruned, Error> {
+    use crate::schema::audit_events;
+    let mut pruned = Pruned::default();
+    loop {
+        let ids: Vec<i64> = audit_events::table
+            .filter(audit_events::at.le(r.audit_before))
+            .select(audit_events::id)
+            .limit(r.batch_size)
+            .load(conn)?;
+        if ids.is_empty() {
+            break;
+        }
+        pruned.audit_events +=
+            diesel::delete(audit_events::table.filter(audit_events::id.eq_any(&ids)))
+                .execute(conn)?;
+    }
+    loop {
+        let ids: Vec<String> = refresh_tokens::table
+            .filter(refresh_tokens::expires_at.lt(r.now))
+            .select(refresh_tokens::jti)
+            .limit(r.batch_size)
+            .load(conn)?;
+        if ids.is_empty() {
+            break;
+        }
+        pruned.refresh_tokens +=
+            diesel::delete(refresh_tokens::table.filter(refresh_tokens::jti.eq_any(&ids)))
+                .execute(conn)?;
+    }
+    loop {
+        let ids: Vec<String> = sessions::table
+            .filter(
+                sessions::expires_at
+                    .lt(r.now)
+                    .or(sessions::last_used_at.lt(r.now - r.refresh_ttl))
+                    .or(sessions::revoked_at.lt(r.now - r.revoked_keep)),
+            )
+            .select(sessions::id)
+            .limit(r.batch_size)
+            .load(conn)?;
+        if ids.is_empty() {
+            break;
+        }
+        // Their remaining (unexpired) refresh-token rows go with them.
+        diesel::delete(refresh_tokens::table.filter(refresh_tokens::session_id.eq_any(&ids)))
+            .execute(conn)?;
+        pruned.sessions +=
+            diesel::delete(sessions::table.filter(sessions::id.eq_any(&ids))).execute(conn)?;
+    }
+    Ok(pruned)
+}
+
 pub fn insert_user(conn: &mut DbConn, user: &UserRow) -> Result<(), Error> {
-    match diesel::insert_into(users::table).values(user).execute(conn) {
+    // In its own (sub)transaction: after a failed statement PostgreSQL refuses further
+    // queries in the same transaction until it is rolled back.
+    let inserted =
+        conn.write_transaction(|conn| diesel::insert_into(users::table).values(user).execute(conn));
+    match inserted {
         Ok(_) => Ok(()),
         Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
             let name_taken = users::table
