@@ -7,7 +7,7 @@ use secrecy::SecretString;
 
 use crate::admin::{RoleChange, apply_roles, validate_roles};
 use crate::audit::{self, AuditEvent, AuditKind};
-use crate::db::Database;
+use crate::db::{DbConn, open_connection, run_migrations};
 use crate::error::Error;
 use crate::password::Passwords;
 use crate::service::{
@@ -17,10 +17,10 @@ use crate::service::{
 use crate::settings::Settings;
 use crate::store::{self, Pruned, UserRow};
 
-fn connect(settings: &Settings) -> Result<Database, Error> {
-    let db = Database::connect(settings)?;
-    db.migrate()?;
-    Ok(db)
+fn connect(settings: &Settings) -> Result<DbConn, Error> {
+    let mut conn = open_connection(settings)?;
+    run_migrations(&mut conn)?;
+    Ok(conn)
 }
 
 /// Creates a user with the given roles (`user` is always included).
@@ -37,7 +37,7 @@ pub fn create_user(
     let mut roles = vec![DEFAULT_ROLE.to_string()];
     roles.extend(extra_roles.iter().cloned());
     validate_roles(&roles)?;
-    let db = connect(settings)?;
+    let mut conn = connect(settings)?;
     let passwords = Passwords::new(&settings.password)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -57,21 +57,19 @@ pub fn create_user(
         updated_at: ts,
     };
     let client = ClientInfo::default();
-    db.run_blocking(|conn| {
-        conn.write_transaction(|conn| {
-            store::insert_user(conn, &user)?;
-            let event = AuditEvent::new(AuditKind::Registered, &client)
+    conn.write_transaction(|conn| {
+        store::insert_user(conn, &user)?;
+        let event = AuditEvent::new(AuditKind::Registered, &client)
+            .user(&user.id)
+            .detail(serde_json::json!({"via": "command_line"}));
+        audit::record(conn, &event, ts)?;
+        for role in user.role_list().iter().filter(|r| *r != DEFAULT_ROLE) {
+            let event = AuditEvent::new(AuditKind::RoleGranted, &client)
                 .user(&user.id)
-                .detail(serde_json::json!({"via": "command_line"}));
+                .detail(serde_json::json!({"role": role, "by": null, "via": "command_line"}));
             audit::record(conn, &event, ts)?;
-            for role in user.role_list().iter().filter(|r| *r != DEFAULT_ROLE) {
-                let event = AuditEvent::new(AuditKind::RoleGranted, &client)
-                    .user(&user.id)
-                    .detail(serde_json::json!({"role": role, "by": null, "via": "command_line"}));
-                audit::record(conn, &event, ts)?;
-            }
-            Ok(())
-        })
+        }
+        Ok::<_, Error>(())
     })?;
     Ok(UserView::from(&user))
 }
@@ -85,8 +83,9 @@ pub fn change_role(
     grant: bool,
 ) -> Result<RoleChange, Error> {
     validate_roles(&[role.to_string()])?;
-    let db = connect(settings)?;
-    db.run_blocking(|conn| {
+    let mut conn = connect(settings)?;
+    {
+        let conn = &mut conn;
         let user = store::find_user_for_login(conn, login)?.ok_or(Error::NotFound)?;
         let mut roles = user.role_list();
         if grant {
@@ -95,12 +94,12 @@ pub fn change_role(
             roles.retain(|r| r != role);
         }
         apply_roles(conn, &user.id, &roles, None, &ClientInfo::default(), now())
-    })
+    }
 }
 
 /// One pruning pass with the configured retention.
 pub fn prune(settings: &Settings) -> Result<Pruned, Error> {
-    let db = connect(settings)?;
+    let mut conn = connect(settings)?;
     let request = prune_request(settings, now());
-    db.run_blocking(|conn| store::prune(conn, &request))
+    store::prune(&mut conn, &request)
 }

@@ -117,24 +117,42 @@ pub struct Database {
     backend: &'static str,
 }
 
+/// Parses `database.url` and creates a SQLite file's directory if needed.
+fn prepare(settings: &Settings) -> Result<DatabaseUrl, Error> {
+    let url =
+        DatabaseUrl::parse(&settings.database_url()).map_err(|e| Error::Internal(e.to_string()))?;
+    if let DatabaseUrl::Sqlite(path) = &url
+        && !url.is_memory()
+        && let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Error::Internal(format!(
+                "cannot create database directory {}: {e}",
+                parent.display()
+            ))
+        })?;
+    }
+    Ok(url)
+}
+
+/// One connection with no pool behind it, for short-lived commands: a pool keeps
+/// background threads that may still be inside the database driver when the process exits.
+pub fn open_connection(settings: &Settings) -> Result<DbConn, Error> {
+    let manager = ConnectionManager {
+        url: prepare(settings)?,
+        busy_timeout: settings.database.busy_timeout,
+    };
+    manager
+        .connect()
+        .map_err(|e| Error::Unavailable(format!("cannot connect to the database: {e}")))
+}
+
 impl Database {
     /// Opens the pool (creating the SQLite file's directory if needed). Fails if the
     /// database cannot be reached within `database.connect_timeout`.
     pub fn connect(settings: &Settings) -> Result<Database, Error> {
-        let url = DatabaseUrl::parse(&settings.database_url())
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        if let DatabaseUrl::Sqlite(path) = &url
-            && !url.is_memory()
-            && let Some(parent) = std::path::Path::new(path).parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                Error::Internal(format!(
-                    "cannot create database directory {}: {e}",
-                    parent.display()
-                ))
-            })?;
-        }
+        let url = prepare(settings)?;
         let backend = url.backend_name();
         let memory = url.is_memory();
         let manager = ConnectionManager {

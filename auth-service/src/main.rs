@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use auth_service::commands;
-use auth_service::db::Database;
+use auth_service::db::{DbConn, open_connection, run_migrations};
 use auth_service::settings::{Settings, Sources};
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
@@ -175,16 +175,16 @@ fn read_password() -> Result<SecretString, String> {
 }
 
 fn migrate(settings: &Settings) -> Result<(), String> {
-    let db = Database::connect(settings).map_err(|e| describe(&e))?;
-    let applied = db.migrate().map_err(|e| describe(&e))?;
+    let mut conn = open_connection(settings).map_err(|e| describe(&e))?;
+    let applied = run_migrations(&mut conn).map_err(|e| describe(&e))?;
+    let backend = match conn {
+        DbConn::Sqlite(_) => "sqlite",
+        DbConn::Pg(_) => "postgres",
+    };
     if applied.is_empty() {
-        println!("no pending migrations ({})", db.backend());
+        println!("no pending migrations ({backend})");
     } else {
-        println!(
-            "applied migrations ({}): {}",
-            db.backend(),
-            applied.join(", ")
-        );
+        println!("applied migrations ({backend}): {}", applied.join(", "));
     }
     Ok(())
 }

@@ -166,3 +166,83 @@ both_backends! {
         assert!(String::from_utf8_lossy(&second.stdout).contains("no pending migrations"));
     }
 }
+
+fn run_with_stdin(mut cmd: Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+both_backends! {
+    async fn user_commands_create_admins_and_change_roles(b: Backend) {
+        let app = TestApp::spawn_with(b, &[("AUTH__REVOCATION__POLL_INTERVAL", "200ms")]).await;
+        let cli = |args: &[&str]| {
+            let mut c = command(app.data_dir.path());
+            c.args(args)
+                .env("DATABASE_URL", &app.db.url)
+                .env("AUTH__DATA_DIR", app.data_dir.path())
+                .env("AUTH__PASSWORD__MEMORY_KIB", "256");
+            c
+        };
+        let out = run_with_stdin(cli(&["user", "create", "--username", "root", "--admin"]), "a strong admin password\n");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("admin,user"));
+        let login = app.login("root", "a strong admin password").await;
+        assert_eq!(login.status, 200, "{}", login.body);
+        assert_eq!(claims(&login.str("access_token"))["roles"], serde_json::json!(["admin", "user"]));
+        // The first registered user is never an admin by itself.
+        let (bob_at, _) = app.signed_in("bob").await;
+        assert_eq!(claims(&bob_at)["roles"], serde_json::json!(["user"]));
+        // Bad input: short password, taken name.
+        let out = run_with_stdin(cli(&["user", "create", "--username", "carol"]), "short\n");
+        assert!(!out.status.success());
+        let out = run_with_stdin(cli(&["user", "create", "--username", "ROOT"]), "long enough password\n");
+        assert!(!out.status.success());
+
+        let out = cli(&["user", "grant-role", "--username", "bob", "--role", "editor"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = cli(&["user", "revoke-role", "--username", "bob", "--role", "editor"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 session(s) ended"));
+        // The running server learns of the revocation from the database.
+        let mut revoked = false;
+        for _ in 0..50 {
+            if app.verify(&bob_at).await.body["error"] == "token_revoked" {
+                revoked = true;
+                break;
+            }
+            sleep_secs(0.1).await;
+        }
+        assert!(revoked, "the running server never saw the revocation");
+        // The last admin cannot be demoted from the command line either.
+        let out = cli(&["user", "revoke-role", "--username", "root", "--role", "admin"]).output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("administrator"));
+        let out = cli(&["user", "grant-role", "--username", "nobody", "--role", "admin"]).output().unwrap();
+        assert!(!out.status.success());
+    }
+
+    async fn prune_command(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        app.signed_in("alice").await;
+        let out = command(app.data_dir.path())
+            .arg("prune")
+            .env("DATABASE_URL", &app.db.url)
+            .env("AUTH__DATA_DIR", app.data_dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("pruned 0 audit event(s), 0 refresh token(s), 0 session(s)"));
+    }
+}

@@ -6,6 +6,9 @@
 #[macro_use]
 mod support;
 
+mod account;
+mod admin;
+mod audit;
 mod bad_input;
 mod cli;
 mod keys;

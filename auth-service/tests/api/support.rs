@@ -302,6 +302,52 @@ impl TestApp {
         .await
     }
 
+    /// A request to the public listener with a bearer token.
+    pub fn authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.public))
+            .bearer_auth(token)
+    }
+
+    pub async fn get_as(&self, path: &str, token: &str) -> Reply {
+        self.send(self.authed(reqwest::Method::GET, path, token))
+            .await
+    }
+
+    /// Grants roles directly (the code path of `auth-service user grant-role`).
+    pub async fn set_roles(&self, user_id: &str, roles: &[&str]) {
+        let user_id = user_id.to_string();
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        self.with_db(move |conn| {
+            auth_service::admin::apply_roles(
+                conn,
+                &user_id,
+                &roles,
+                None,
+                &Default::default(),
+                auth_service::service::now(),
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Registers `username` as an administrator and logs in: (user id, access, refresh).
+    pub async fn admin(&self, username: &str) -> (String, String, String) {
+        let r = self.register(username, "correct horse battery").await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.str("id");
+        self.set_roles(&id, &["admin", "user"]).await;
+        let r = self.login(username, "correct horse battery").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        (id, r.str("access_token"), r.str("refresh_token"))
+    }
+
     /// Runs a closure against the service's own database connection.
     pub async fn with_db<T: Send + 'static>(
         &self,
@@ -346,6 +392,15 @@ pub fn header(token: &str) -> Value {
         .decode(h)
         .expect("base64");
     serde_json::from_slice(&bytes).expect("json")
+}
+
+/// The `sub` claim of an access token.
+pub fn sub_of(token: &str) -> String {
+    claims(token)["sub"].as_str().expect("sub").to_string()
+}
+
+pub fn sid_of(token: &str) -> String {
+    claims(token)["sid"].as_str().expect("sid").to_string()
 }
 
 pub async fn sleep_secs(secs: f64) {
