@@ -275,7 +275,27 @@ fn generated_access_key_path(dir: &Path, alg: SigningAlgorithm) -> PathBuf {
 }
 
 impl Keys {
+    /// Loads every configured key, generating (and storing) the ones that are not configured.
     pub fn load(settings: &Settings) -> Result<Keys, SettingsError> {
+        Keys::load_with(settings, load_or_generate)
+    }
+
+    /// Validates every configured key without writing anything: a key that would be
+    /// generated is read if it exists already, and stands in as a throwaway one otherwise.
+    pub fn check(settings: &Settings) -> Result<Keys, SettingsError> {
+        Keys::load_with(settings, |setting, path, alg| {
+            if path.exists() {
+                crate::settings::read_secret_file(setting, path)
+            } else {
+                generate(alg)
+            }
+        })
+    }
+
+    fn load_with(
+        settings: &Settings,
+        missing: impl Fn(&str, &Path, SigningAlgorithm) -> Result<SecretString, SettingsError>,
+    ) -> Result<Keys, SettingsError> {
         let k = &settings.keys;
         let dir = settings.keys_dir();
 
@@ -288,7 +308,7 @@ impl Keys {
             ),
             (None, None) => (
                 "keys.signing_key",
-                load_or_generate(
+                missing(
                     "keys.signing_key",
                     &generated_access_key_path(&dir, k.algorithm),
                     k.algorithm,
@@ -339,7 +359,7 @@ impl Keys {
             ),
             (None, None) => (
                 "keys.refresh_secret",
-                load_or_generate(
+                missing(
                     "keys.refresh_secret",
                     &dir.join("refresh-hs256.secret"),
                     SigningAlgorithm::HS256,

@@ -83,10 +83,17 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings),
         Command::Migrate => migrate(&settings),
-        Command::CheckConfig => {
-            print!("{}", settings.redacted_summary());
-            Ok(())
-        }
+        Command::CheckConfig => match auth_service::keys::Keys::check(&settings) {
+            Ok(keys) => {
+                print!("{}", settings.redacted_summary());
+                println!("# active access-token key: kid={}", keys.access.signing.kid);
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("auth-service: {e}");
+                return ExitCode::from(2);
+            }
+        },
         Command::User(cmd) => user(&settings, cmd),
         Command::Prune => commands::prune(&settings)
             .map(|p| {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::header;
-use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::{DefaultHeaders, Logger};
 use actix_web::{App, HttpServer, web};
 
 use crate::db::Database;
@@ -89,6 +89,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, Error> {
         App::new()
             .app_data(public_state.clone())
             .wrap(no_store())
+            // Access log: peer address, request line, status, size, time. No headers, so no
+            // token or credential can reach it. /verify (internal) is not logged per call.
+            .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
             .configure(configure_public)
     })
     .workers(workers)

@@ -83,19 +83,40 @@ fn bad_configuration_stops_with_the_key_named() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    // A bad key is reported by name, and nothing was started.
-    let out = command(dir.path())
-        .arg("check-config")
-        .env("AUTH__KEYS__SIGNING_KEY", "not a pem")
-        .env(
-            "AUTH__SERVER__PUBLIC_ADDR",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .arg("--config")
-        .arg(dir.path().join("missing.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    // Key material is checked too, by name, and checking writes nothing.
+    for (key, value, expect) in [
+        ("AUTH__KEYS__SIGNING_KEY", "not a pem", "keys.signing_key"),
+        (
+            "AUTH__KEYS__REFRESH_SECRET",
+            "too short",
+            "keys.refresh_secret",
+        ),
+        (
+            "AUTH__KEYS__SIGNING_KEY_FILE",
+            "/nonexistent/key.pem",
+            "keys.signing_key_file",
+        ),
+    ] {
+        let out = command(dir.path())
+            .arg("check-config")
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{key}: {err}");
+        assert!(
+            !err.contains(value) || value.starts_with('/'),
+            "the bad secret is echoed: {err}"
+        );
+    }
+    let out = command(dir.path()).arg("check-config").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("# active access-token key: kid="));
+    assert!(
+        !dir.path().join("data").exists(),
+        "check-config wrote files"
+    );
 }
 
 #[test]
