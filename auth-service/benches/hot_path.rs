@@ -45,17 +45,26 @@ fn tokens(c: &mut Criterion) {
             .expect("issue")
             .token;
         c.bench_function(&format!("check_access/{alg}"), |b| {
-            b.iter(|| t.check_access(black_box(&at), Expiry::Enforce).expect("valid"))
+            b.iter(|| {
+                t.check_access(black_box(&at), Expiry::Enforce)
+                    .expect("valid")
+            })
         });
         c.bench_function(&format!("issue_access/{alg}"), |b| {
-            b.iter(|| t.issue_access(&sub, "alice", roles.clone(), &sid, now()).expect("issue"))
+            b.iter(|| {
+                t.issue_access(&sub, "alice", roles.clone(), &sid, now())
+                    .expect("issue")
+            })
         });
     }
     let s = settings(&dir.path().join("rt"), "EdDSA");
     let t = Tokens::new(Keys::load(&s).expect("keys"), &s.tokens);
     let jti = uuid::Uuid::new_v4().to_string();
     c.bench_function("sign_refresh/HS256", |b| {
-        b.iter(|| t.sign_refresh(&jti, &sid, &sub, now(), now() + 60).expect("sign"))
+        b.iter(|| {
+            t.sign_refresh(&jti, &sid, &sub, now(), now() + 60)
+                .expect("sign")
+        })
     });
 }
 

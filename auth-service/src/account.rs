@@ -59,14 +59,24 @@ impl AuthService {
         new: SecretString,
         client: ClientInfo,
     ) -> Result<(), Error> {
+        // Guessing the current password through a stolen access token is throttled like login.
+        let ip = client.ip.clone().unwrap_or_default();
+        let throttle_key = format!("#{}", caller.sub);
+        self.throttle
+            .check(&ip, &throttle_key, now())
+            .map_err(Error::TooManyAttempts)?;
         let id = caller.sub.clone();
         let user = self.db.run(move |conn| store::find_user(conn, &id)).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let verified = self.passwords.verify(current, stored).await?;
         let user = match user {
             Some(u) if verified.matches && !u.disabled => u,
-            _ => return Err(Error::InvalidCredentials),
+            _ => {
+                self.throttle.failed(&ip, &throttle_key, now());
+                return Err(Error::InvalidCredentials);
+            }
         };
+        self.throttle.succeeded(&ip, &throttle_key);
         validate_password(&new)?;
         let hash = self.passwords.hash(new).await?;
         let keep = caller.sid.clone();

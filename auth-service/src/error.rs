@@ -43,6 +43,9 @@ pub enum Error {
     Forbidden,
     #[error("this change would leave no enabled administrator")]
     LastAdmin,
+    /// Too many failed attempts; retry after this many seconds.
+    #[error("too many failed attempts; try again later")]
+    TooManyAttempts(i64),
     #[error("service temporarily unavailable")]
     Unavailable(String),
     #[error("internal error")]
@@ -77,6 +80,7 @@ impl Error {
             Error::SessionRevoked => "session_revoked",
             Error::Forbidden => "forbidden",
             Error::LastAdmin => "last_admin",
+            Error::TooManyAttempts(_) => "too_many_attempts",
             Error::Unavailable(_) => "service_unavailable",
             Error::Internal(_) => "internal_error",
         }
@@ -130,11 +134,19 @@ impl Error {
                 headers.insert(header::WWW_AUTHENTICATE, v);
             }
         }
-        if matches!(self, Error::Unavailable(_)) {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+        match self {
+            Error::Unavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            Error::TooManyAttempts(secs) => {
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    headers.insert(header::RETRY_AFTER, v);
+                }
+            }
+            _ => {}
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -156,6 +168,7 @@ impl ResponseError for Error {
             | Error::TokenReused
             | Error::SessionRevoked => StatusCode::UNAUTHORIZED,
             Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -16,4 +16,5 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod throttle;
 pub mod tokens;

@@ -127,7 +127,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, Error> {
             if let Err(e) = sync_state.auth.sync_revocations().await {
                 log::warn!("revocation sync failed (index kept as is): {e}");
             }
-            sync_state.auth.prune_revocations();
+            sync_state.auth.prune_memory();
         }
     });
     // Retention: old audit rows, expired refresh tokens, dead sessions.

@@ -19,6 +19,7 @@ use crate::store::{
     self, PruneRequest, Pruned, RefreshTokenRow, RevokeReason, Rotation, RotationRequest,
     SessionRow, UserRow,
 };
+use crate::throttle::LoginThrottle;
 use crate::tokens::{AccessClaims, Expiry, Tokens};
 
 pub const DEFAULT_ROLE: &str = "user";
@@ -88,6 +89,7 @@ pub struct AuthService {
     pub passwords: Passwords,
     pub tokens: Tokens,
     pub revoked: Arc<RevokedSessions>,
+    pub throttle: LoginThrottle,
     refresh_ttl: i64,
     session_ttl: Option<i64>,
     reuse_grace: i64,
@@ -167,6 +169,11 @@ impl AuthService {
             passwords: Passwords::new(&settings.password)?,
             tokens: Tokens::new(keys, &settings.tokens),
             revoked: Arc::new(RevokedSessions::new()),
+            throttle: LoginThrottle::new(
+                secs(settings.login.failure_window),
+                settings.login.max_failures,
+                settings.login.max_failures_per_ip,
+            ),
             refresh_ttl: secs(settings.tokens.refresh_ttl),
             session_ttl: settings.tokens.session_ttl.map(secs),
             reuse_grace: secs(settings.tokens.reuse_grace),
@@ -207,8 +214,11 @@ impl AuthService {
         Ok(rows.len())
     }
 
-    pub fn prune_revocations(&self) -> usize {
-        self.revoked.prune(now())
+    /// Forgets revocations and login failures that no longer matter.
+    pub fn prune_memory(&self) -> usize {
+        let ts = now();
+        self.throttle.prune(ts);
+        self.revoked.prune(ts)
     }
 
     pub async fn register(&self, input: NewUser, client: ClientInfo) -> Result<UserView, Error> {
@@ -260,6 +270,10 @@ impl AuthService {
         {
             return Err(Error::InvalidCredentials);
         }
+        let ip = client.ip.clone().unwrap_or_default();
+        self.throttle
+            .check(&ip, &login, now())
+            .map_err(Error::TooManyAttempts)?;
         let tried = login.clone();
         let user = self
             .db
@@ -270,6 +284,7 @@ impl AuthService {
         let user = match user {
             Some(u) if verified.matches && !u.disabled => u,
             other => {
+                self.throttle.failed(&ip, &tried, now());
                 let user_id = other.map(|u| u.id);
                 log::info!(
                     "login failed: user_id={}",
@@ -284,6 +299,7 @@ impl AuthService {
                 return Err(Error::InvalidCredentials);
             }
         };
+        self.throttle.succeeded(&ip, &tried);
         if verified.needs_rehash {
             self.upgrade_hash(&user.id, password).await;
         }

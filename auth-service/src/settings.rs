@@ -28,6 +28,18 @@ pub struct Settings {
     pub password: PasswordSettings,
     pub retention: RetentionSettings,
     pub revocation: RevocationSettings,
+    pub login: LoginSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoginSettings {
+    /// Failed attempts for one account from one address within `failure_window` before
+    /// further attempts are refused with 429.
+    pub max_failures: u32,
+    /// Failed attempts from one address (any account) within `failure_window`.
+    pub max_failures_per_ip: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +200,9 @@ fn defaults() -> Vec<(&'static str, config::Value)> {
         ("retention.interval", "1h".into()),
         ("retention.batch_size", 1000i64.into()),
         ("revocation.poll_interval", "5s".into()),
+        ("login.max_failures", 10i64.into()),
+        ("login.max_failures_per_ip", 100i64.into()),
+        ("login.failure_window", "15m".into()),
     ]
 }
 
@@ -282,6 +297,15 @@ impl Settings {
         }
         if self.revocation.poll_interval < Duration::from_millis(100) {
             return err("revocation.poll_interval", "must be at least 100ms");
+        }
+        if self.login.max_failures == 0 {
+            return err("login.max_failures", "must be at least 1");
+        }
+        if self.login.max_failures_per_ip == 0 {
+            return err("login.max_failures_per_ip", "must be at least 1");
+        }
+        if self.login.failure_window < Duration::from_secs(1) {
+            return err("login.failure_window", "must be at least 1s");
         }
         if self.database.pool_size == 0 {
             return err("database.pool_size", "must be at least 1");
@@ -461,6 +485,12 @@ impl Settings {
             "revocation.poll_interval",
             dur(self.revocation.poll_interval),
         );
+        line("login.max_failures", self.login.max_failures.to_string());
+        line(
+            "login.max_failures_per_ip",
+            self.login.max_failures_per_ip.to_string(),
+        );
+        line("login.failure_window", dur(self.login.failure_window));
         out
     }
 }

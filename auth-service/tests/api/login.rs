@@ -89,4 +89,22 @@ both_backends! {
         assert!(after.contains("m=512,t=2,p=1"), "{after}");
         assert_eq!(app.login("alice", "correct horse").await.status, 200);
     }
+
+    async fn repeated_failures_are_throttled(b: Backend) {
+        let app = TestApp::spawn_with(b, &[("AUTH__LOGIN__MAX_FAILURES", "3"), ("AUTH__LOGIN__FAILURE_WINDOW", "2s")]).await;
+        app.register("alice", "correct horse").await;
+        app.register("bob", "correct horse").await;
+        for _ in 0..3 {
+            app.login("alice", "wrong guess").await.assert_error(401, "invalid_credentials");
+        }
+        // Now even the right password is not checked.
+        let r = app.login("ALICE", "correct horse").await;
+        r.assert_error(429, "too_many_attempts");
+        let wait: i64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=2).contains(&wait), "{wait}");
+        // Other accounts are unaffected.
+        assert_eq!(app.login("bob", "correct horse").await.status, 200);
+        sleep_secs(2.1).await;
+        assert_eq!(app.login("alice", "correct horse").await.status, 200);
+    }
 }
