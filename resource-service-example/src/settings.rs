@@ -1,0 +1,236 @@
+//! Typed configuration, loaded once at start-up through the `config` crate: built-in defaults,
+//! then an optional TOML file, then `RS__SECTION__KEY` environment variables. Every failure
+//! names the offending key.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::verify::{VerifyClient, VerifyConfig};
+
+/// Environment prefix: `RS__AUTH__VERIFY_URL` sets `auth.verify_url`.
+pub const ENV_PREFIX: &str = "RS";
+
+/// Longest allowed positive-answer cache lifetime: beyond it, revocations arrive too late.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct SettingsError(pub String);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Listen address, e.g. `0.0.0.0:8090` in a container.
+    pub addr: String,
+    /// Worker threads; unset means one per CPU.
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The auth service's internal `/verify` endpoint.
+    pub verify_url: String,
+    /// Upper bound for one verification; past it the request is refused with 503.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Reuse a positive answer for this long; `0s` (the default) turns the cache off.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+}
+
+/// Where the configuration comes from; tests pass their own environment map.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub env: HashMap<String, String>,
+}
+
+impl Sources {
+    pub fn process(file: Option<PathBuf>) -> Sources {
+        Sources {
+            file: file.or_else(|| std::env::var_os("RS_CONFIG").map(PathBuf::from)),
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+fn defaults() -> Vec<(&'static str, config::Value)> {
+    vec![
+        ("server.addr", "127.0.0.1:8090".into()),
+        ("auth.verify_url", "http://127.0.0.1:8081/verify".into()),
+        ("auth.timeout", "2s".into()),
+        ("auth.cache_ttl", "0s".into()),
+    ]
+}
+
+impl Settings {
+    pub fn load(sources: &Sources) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder();
+        for (key, value) in defaults() {
+            builder = builder
+                .set_default(key, value)
+                .map_err(|e| SettingsError(format!("{key}: {e}")))?;
+        }
+        if let Some(file) = &sources.file {
+            if !file.exists() {
+                return Err(SettingsError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(file.as_path()).required(true));
+        }
+        let prefix = format!("{ENV_PREFIX}__");
+        let env: HashMap<String, String> = sources
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env)),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| SettingsError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let err = |key: &str, msg: &str| Err(SettingsError(format!("{key}: {msg}")));
+        if self.server.addr.parse::<std::net::SocketAddr>().is_err() {
+            return err("server.addr", "must be an address like 127.0.0.1:8090");
+        }
+        if self.server.workers == Some(0) {
+            return err("server.workers", "must be at least 1");
+        }
+        let t = self.auth.timeout;
+        if t < Duration::from_millis(10) || t > Duration::from_secs(60) {
+            return err("auth.timeout", "must be between 10ms and 60s");
+        }
+        if self.auth.cache_ttl > MAX_CACHE_TTL {
+            return err(
+                "auth.cache_ttl",
+                "must be at most 60s (a cached answer outlives a logout by that much)",
+            );
+        }
+        self.verify_client()?;
+        Ok(())
+    }
+
+    pub fn verify_config(&self) -> VerifyConfig {
+        VerifyConfig {
+            url: self.auth.verify_url.clone(),
+            timeout: self.auth.timeout,
+            cache_ttl: self.auth.cache_ttl,
+        }
+    }
+
+    /// The client for `/verify`; errors name the `auth.*` key.
+    pub fn verify_client(&self) -> Result<VerifyClient, SettingsError> {
+        VerifyClient::new(&self.verify_config()).map_err(|e| SettingsError(format!("auth.{e}")))
+    }
+
+    /// The effective configuration, one `key = value` line per setting.
+    pub fn summary(&self) -> String {
+        let dur = |d: Duration| humantime::format_duration(d).to_string();
+        [
+            ("server.addr", format!("{:?}", self.server.addr)),
+            (
+                "server.workers",
+                self.server
+                    .workers
+                    .map_or_else(|| "<one per CPU>".into(), |w| w.to_string()),
+            ),
+            ("auth.verify_url", format!("{:?}", self.auth.verify_url)),
+            ("auth.timeout", dur(self.auth.timeout)),
+            (
+                "auth.cache_ttl",
+                if self.auth.cache_ttl.is_zero() {
+                    "0s (off)".into()
+                } else {
+                    dur(self.auth.cache_ttl)
+                },
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::load(&Sources {
+            file: None,
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.server.addr, "127.0.0.1:8090");
+        assert_eq!(s.auth.verify_url, "http://127.0.0.1:8081/verify");
+        assert_eq!(s.auth.timeout, Duration::from_secs(2));
+        assert!(s.auth.cache_ttl.is_zero());
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let s = load(&[
+            ("RS__SERVER__ADDR", "0.0.0.0:9000"),
+            ("RS__AUTH__VERIFY_URL", "http://auth-service:8081/verify"),
+            ("RS__AUTH__TIMEOUT", "500ms"),
+            ("RS__AUTH__CACHE_TTL", "5s"),
+            ("AUTH__SERVER__PUBLIC_ADDR", "ignored: not ours"),
+        ])
+        .unwrap();
+        assert_eq!(s.server.addr, "0.0.0.0:9000");
+        assert_eq!(s.auth.verify_url, "http://auth-service:8081/verify");
+        assert_eq!(s.auth.timeout, Duration::from_millis(500));
+        assert_eq!(s.auth.cache_ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (key, value, expect) in [
+            ("RS__SERVER__ADDR", "nowhere", "server.addr"),
+            ("RS__AUTH__TIMEOUT", "soon", "timeout"),
+            ("RS__AUTH__TIMEOUT", "0s", "auth.timeout"),
+            ("RS__AUTH__CACHE_TTL", "10m", "auth.cache_ttl"),
+            (
+                "RS__AUTH__VERIFY_URL",
+                "https://auth/verify",
+                "auth.verify_url",
+            ),
+            ("RS__AUTH__VERIFY_URL", "auth:8081", "auth.verify_url"),
+            ("RS__AUTH__VERIFY_URLL", "http://x/verify", "verify_urll"),
+        ] {
+            let e = load(&[(key, value)]).unwrap_err();
+            assert!(e.to_string().contains(expect), "{key}={value}: {e}");
+        }
+    }
+}
