@@ -1,1 +1,692 @@
+//! docker-compose.yml, deploy/.env.example and deploy/Dockerfile, proven without a Docker
+//! engine: the environment compose would give each container (image `ENV` from the
+//! Dockerfile, then the compose `environment`, `${VAR:-default}` substituted from
+//! deploy/.env.example) is handed to the real binaries, with compose hostnames mapped to
+//! 127.0.0.1, listener ports remapped to free ones, container paths mapped into a temporary
+//! directory, and the database to a fresh one on the machine's PostgreSQL. Every variable must
+//! be one the binary reads, and a request must go all the way through.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const AUTH: &str = "auth-service";
+const RS: &str = "resource-service-example";
+
+fn read(path: &str) -> String {
+    let full = workspace_root().join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// `KEY=VALUE` lines of an env file (comments and blank lines skipped, quotes removed).
+fn parse_env_file(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not KEY=VALUE: {l}"));
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            (k.trim().to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// Compose variable substitution: `$$`, `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
+/// `${VAR:?error}`, `${VAR?error}`. Records every variable name used.
+fn interpolate(
+    s: &str,
+    vars: &BTreeMap<String, String>,
+    used: &mut BTreeSet<String>,
+) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        if let Some(r) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('{') {
+            let end = r
+                .find('}')
+                .ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
+            let expr = &r[..end];
+            rest = &r[end + 1..];
+            let name_end = expr
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(expr.len());
+            let (name, op) = expr.split_at(name_end);
+            if name.is_empty() {
+                return Err(format!("bad substitution ${{{expr}}} in {s:?}"));
+            }
+            used.insert(name.to_string());
+            let value = vars.get(name);
+            let set = value.is_some();
+            let non_empty = value.is_some_and(|v| !v.is_empty());
+            let v = value.cloned().unwrap_or_default();
+            out.push_str(&if op.is_empty() {
+                v
+            } else if let Some(d) = op.strip_prefix(":-") {
+                if non_empty { v } else { d.to_string() }
+            } else if let Some(d) = op.strip_prefix('-') {
+                if set { v } else { d.to_string() }
+            } else if let Some(e) = op.strip_prefix(":?") {
+                if non_empty {
+                    v
+                } else {
+                    return Err(format!("{name}: {e}"));
+                }
+            } else if let Some(e) = op.strip_prefix('?') {
+                if set {
+                    v
+                } else {
+                    return Err(format!("{name}: {e}"));
+                }
+            } else {
+                return Err(format!("unsupported substitution ${{{expr}}} in {s:?}"));
+            });
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            if end == 0 {
+                return Err(format!("lone $ in {s:?} (write $$)"));
+            }
+            used.insert(rest[..end].to_string());
+            out.push_str(vars.get(&rest[..end]).map_or("", String::as_str));
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn interpolate_all(
+    v: &Value,
+    vars: &BTreeMap<String, String>,
+    used: &mut BTreeSet<String>,
+) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) => Value::String(interpolate(s, vars, used)?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| interpolate_all(i, vars, used))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), interpolate_all(v, vars, used)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// docker-compose.yml as compose sees it with `--env-file deploy/.env.example`, and the
+/// variables it uses.
+struct Compose {
+    doc: Value,
+    used: BTreeSet<String>,
+    env_example: BTreeMap<String, String>,
+}
+
+impl Compose {
+    fn load() -> Compose {
+        let raw: Value = serde_norway::from_str(&read("docker-compose.yml"))
+            .expect("docker-compose.yml is YAML");
+        let env_example = parse_env_file(&read("deploy/.env.example"));
+        let mut used = BTreeSet::new();
+        let doc = interpolate_all(&raw, &env_example, &mut used)
+            .unwrap_or_else(|e| panic!("docker-compose.yml with deploy/.env.example: {e}"));
+        Compose {
+            doc,
+            used,
+            env_example,
+        }
+    }
+
+    fn service(&self, name: &str) -> &Value {
+        let s = &self.doc["services"][name];
+        assert!(s.is_object(), "no service {name} in docker-compose.yml");
+        s
+    }
+
+    /// The service's `environment`, as a map (compose allows a map or a `K=V` list).
+    fn environment(&self, name: &str) -> Env {
+        match &self.service(name)["environment"] {
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => panic!("{name}: {k} has no value"),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    let s = i.as_str().expect("K=V");
+                    let (k, v) = s.split_once('=').expect("K=V");
+                    (k.to_string(), v.to_string())
+                })
+                .collect(),
+            Value::Null => Env::new(),
+            other => panic!("{name}: environment is {other}"),
+        }
+    }
+
+    /// Container ports the service publishes on the host.
+    fn published(&self, name: &str) -> BTreeSet<u16> {
+        self.service(name)["ports"]
+            .as_array()
+            .map(|ports| {
+                ports
+                    .iter()
+                    .map(|p| {
+                        let p = match p {
+                            Value::String(s) => s.clone(),
+                            Value::Number(n) => n.to_string(),
+                            other => other["target"].to_string(),
+                        };
+                        let container = p.rsplit(':').next().unwrap_or(&p);
+                        let container = container.split('/').next().unwrap_or(container);
+                        container
+                            .parse()
+                            .unwrap_or_else(|_| panic!("{name}: port {p}"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Mount targets of the service's volumes, with their sources.
+    fn mounts(&self, name: &str) -> Vec<(String, String)> {
+        self.service(name)["volumes"]
+            .as_array()
+            .map(|vols| {
+                vols.iter()
+                    .map(|v| {
+                        let v = v.as_str().expect("short volume syntax");
+                        let mut parts = v.split(':');
+                        let source = parts.next().unwrap_or_default().to_string();
+                        let target = parts.next().expect("volume target").to_string();
+                        (source, target)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Image `ENV` for the service's build target (its stage and the stages it is built on),
+    /// then the compose `environment` on top: what the container's process sees.
+    fn container_env(&self, name: &str) -> Env {
+        let build = &self.service(name)["build"];
+        assert_eq!(build["dockerfile"], "deploy/Dockerfile", "{name}");
+        let target = build["target"].as_str().expect("build target");
+        let stages = dockerfile_stages(&read("deploy/Dockerfile"));
+        let mut chain = Vec::new();
+        let mut stage = target.to_string();
+        while let Some(s) = stages.iter().find(|s| s.name == stage) {
+            chain.push(s);
+            stage = s.base.clone();
+        }
+        assert!(!chain.is_empty(), "deploy/Dockerfile has no stage {target}");
+        let mut env = Env::new();
+        for s in chain.iter().rev() {
+            env.extend(s.env.clone());
+        }
+        env.extend(self.environment(name));
+        env
+    }
+}
+
+struct Stage {
+    name: String,
+    base: String,
+    env: Env,
+    user: Option<String>,
+    healthcheck: bool,
+    entrypoint: Option<String>,
+}
+
+/// The stages of a Dockerfile with what these tests look at.
+fn dockerfile_stages(text: &str) -> Vec<Stage> {
+    let joined = text.replace("\\\n", " ");
+    let mut stages: Vec<Stage> = Vec::new();
+    for line in joined.lines().map(str::trim) {
+        let (instr, args) = line.split_once(' ').unwrap_or((line, ""));
+        match instr {
+            "FROM" => {
+                let words: Vec<&str> = args.split_whitespace().collect();
+                let name = match words.as_slice() {
+                    [_, as_, name] if as_.eq_ignore_ascii_case("as") => name.to_string(),
+                    _ => String::new(),
+                };
+                stages.push(Stage {
+                    name,
+                    base: words.first().copied().unwrap_or_default().to_string(),
+                    env: Env::new(),
+                    user: None,
+                    healthcheck: false,
+                    entrypoint: None,
+                });
+            }
+            "ENV" => {
+                let stage = stages.last_mut().expect("ENV before FROM");
+                for pair in args.split_whitespace() {
+                    let (k, v) = pair.split_once('=').expect("ENV K=V");
+                    stage.env.insert(k.to_string(), v.to_string());
+                }
+            }
+            "USER" => stages.last_mut().expect("USER before FROM").user = Some(args.into()),
+            "HEALTHCHECK" => stages.last_mut().expect("FROM").healthcheck = true,
+            "ENTRYPOINT" => stages.last_mut().expect("FROM").entrypoint = Some(args.into()),
+            _ => {}
+        }
+    }
+    stages
+}
+
+#[test]
+fn env_example_lists_exactly_the_variables_compose_uses() {
+    let compose = Compose::load();
+    let listed: BTreeSet<String> = compose.env_example.keys().cloned().collect();
+    let missing: Vec<_> = compose.used.difference(&listed).collect();
+    assert!(
+        missing.is_empty(),
+        "used in docker-compose.yml, missing from deploy/.env.example: {missing:?}"
+    );
+    let unused: Vec<_> = listed.difference(&compose.used).collect();
+    assert!(
+        unused.is_empty(),
+        "in deploy/.env.example, unused by docker-compose.yml: {unused:?}"
+    );
+    // The database password has no default: compose refuses to start without it.
+    let raw = read("docker-compose.yml");
+    assert!(
+        raw.contains("${POSTGRES_PASSWORD:?"),
+        "POSTGRES_PASSWORD must be required"
+    );
+    let mut vars = compose.env_example.clone();
+    vars.remove("POSTGRES_PASSWORD");
+    let raw: Value = serde_norway::from_str(&raw).unwrap();
+    let e = interpolate_all(&raw, &vars, &mut BTreeSet::new()).unwrap_err();
+    assert!(e.starts_with("POSTGRES_PASSWORD"), "{e}");
+}
+
+#[test]
+fn compose_file_has_the_shape_operators_rely_on() {
+    let compose = Compose::load();
+    // PostgreSQL 16 on a named volume, with a pg_isready health check, not published.
+    let db = compose.service("db");
+    assert!(
+        db["image"].as_str().unwrap().starts_with("postgres:16"),
+        "{}",
+        db["image"]
+    );
+    let (source, target) = &compose.mounts("db")[0];
+    assert_eq!(target, "/var/lib/postgresql/data");
+    assert!(
+        compose.doc["volumes"]
+            .as_object()
+            .unwrap()
+            .contains_key(source),
+        "{source} is not a named volume"
+    );
+    assert!(db["healthcheck"]["test"].to_string().contains("pg_isready"));
+    assert!(
+        compose.published("db").is_empty(),
+        "the database is published"
+    );
+
+    // The auth service waits for a healthy database; only its public listener is published.
+    let auth = compose.service(AUTH);
+    assert_eq!(auth["depends_on"]["db"]["condition"], "service_healthy");
+    let env = compose.container_env(AUTH);
+    let port_of =
+        |key: &str, env: &Env| -> u16 { env[key].rsplit(':').next().unwrap().parse().unwrap() };
+    let public = port_of("AUTH__SERVER__PUBLIC_ADDR", &env);
+    let internal = port_of("AUTH__SERVER__INTERNAL_ADDR", &env);
+    assert_eq!(compose.published(AUTH), BTreeSet::from([public]));
+    assert!(
+        !compose.published(AUTH).contains(&internal),
+        "/verify is published"
+    );
+    // Keys live on a volume (or a mounted secrets directory), not in the container.
+    let keys_dir = &env["AUTH__KEYS__DIR"];
+    assert!(
+        compose
+            .mounts(AUTH)
+            .iter()
+            .any(|(_, t)| keys_dir.starts_with(t.as_str())),
+        "AUTH__KEYS__DIR {keys_dir} is not on a volume"
+    );
+
+    // The resource service is published and asks the auth service's internal listener.
+    let rs_env = compose.container_env(RS);
+    assert_eq!(
+        compose.published(RS),
+        BTreeSet::from([port_of("RS__SERVER__ADDR", &rs_env)])
+    );
+    assert_eq!(
+        rs_env["RS__AUTH__VERIFY_URL"],
+        format!("http://{AUTH}:{internal}/verify")
+    );
+
+    // The images: built from one Dockerfile, non-root, with a health check each.
+    let stages = dockerfile_stages(&read("deploy/Dockerfile"));
+    assert!(stages.len() >= 3, "multi-stage");
+    for name in [AUTH, RS] {
+        assert_eq!(compose.service(name)["build"]["target"], name);
+        let stage = stages.iter().find(|s| s.name == name).unwrap();
+        assert!(stage.healthcheck, "{name}: no HEALTHCHECK");
+        let user = stage.user.as_deref().unwrap_or("root");
+        assert!(
+            !user.starts_with("root") && !user.starts_with('0'),
+            "{name} runs as {user}"
+        );
+        assert!(
+            stage.entrypoint.as_deref().unwrap().contains(name),
+            "{name}: entrypoint"
+        );
+    }
+    // The Dockerfile copies every workspace member it builds.
+    let dockerfile = read("deploy/Dockerfile");
+    for member in [AUTH, RS, "migrations"] {
+        assert!(
+            dockerfile.contains(&format!("COPY {member} {member}")),
+            "{member} not copied"
+        );
+    }
+}
+
+/// The binary's own list of settings, from `check-config` run with `env` (which must be a
+/// valid configuration).
+fn known_settings(bin: &Path, env: &Env, cwd: &Path) -> BTreeSet<String> {
+    let out = Command::new(bin)
+        .env_clear()
+        .envs(env)
+        .current_dir(cwd)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} check-config refused the compose environment: {}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.to_string()))
+        .collect()
+}
+
+/// The variables of `env` the binary does not read, each with the reason.
+fn unread_variables(service: &str, env: &Env, known: &BTreeSet<String>) -> Vec<String> {
+    let (prefix, other) = if service == AUTH {
+        ("AUTH__", "RS__")
+    } else {
+        ("RS__", "AUTH__")
+    };
+    let mut unread = Vec::new();
+    for name in env.keys() {
+        let setting = if name == "DATABASE_URL" && service == AUTH {
+            Some("database.url".to_string())
+        } else {
+            name.strip_prefix(prefix)
+                .map(|rest| rest.to_ascii_lowercase().replace("__", "."))
+        };
+        match setting {
+            Some(s) if known.contains(&s) => {}
+            Some(s) => unread.push(format!("{name}: {service} has no setting {s}")),
+            // env_logger reads it.
+            None if name == "RUST_LOG" => {}
+            None if name.starts_with(other) => {
+                unread.push(format!("{name}: belongs to the other service"))
+            }
+            None => unread.push(format!("{name}: {service} does not read it")),
+        }
+    }
+    unread
+}
+
+/// A compose environment made runnable here. Returns the env and the ports it listens on,
+/// keyed by (service, container port).
+struct Mapped {
+    env: Env,
+    ports: BTreeMap<(String, u16), u16>,
+}
+
+fn map_environment(
+    compose: &Compose,
+    service: &str,
+    root: &Path,
+    db_url: &str,
+    ports: &mut BTreeMap<(String, u16), u16>,
+) -> Mapped {
+    let mut env = Env::new();
+    for (key, value) in compose.container_env(service) {
+        let mapped = if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            check_database_url(compose, &value);
+            db_url.to_string()
+        } else if let Some(rest) = value.strip_prefix("http://") {
+            // http://HOST:PORT/path where HOST is a compose service and PORT one of its
+            // listeners.
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let (host, port) = authority
+                .split_once(':')
+                .expect("URL with an explicit port");
+            let port: u16 = port.parse().unwrap();
+            compose.service(host);
+            let local = ports.get(&(host.to_string(), port)).unwrap_or_else(|| {
+                panic!("{service}: {key}={value} names {host}:{port}, where {host} does not listen")
+            });
+            format!("http://127.0.0.1:{local}/{path}")
+        } else if let Some((_, port)) = value.rsplit_once(':').filter(|(h, p)| {
+            !h.contains('/') && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+        }) {
+            // A listen address: a free port on loopback instead.
+            let port: u16 = port.parse().unwrap();
+            let local = *ports
+                .entry((service.to_string(), port))
+                .or_insert_with(free_port);
+            format!("127.0.0.1:{local}")
+        } else if value.starts_with('/') {
+            // A container path: the same path under a per-test root.
+            root.join(value.trim_start_matches('/'))
+                .display()
+                .to_string()
+        } else {
+            value
+        };
+        env.insert(key, mapped);
+    }
+    Mapped {
+        env,
+        ports: ports.clone(),
+    }
+}
+
+/// DATABASE_URL must name the compose database with its own user, password and database.
+fn check_database_url(compose: &Compose, url: &str) {
+    let rest = url.split_once("://").unwrap().1;
+    let (userinfo, rest) = rest.rsplit_once('@').expect("credentials in DATABASE_URL");
+    let (user, password) = userinfo.split_once(':').expect("user:password");
+    let (hostport, db) = rest.split_once('/').expect("database name");
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "5432"));
+    let db_env = compose.environment(host);
+    assert!(
+        compose.service(host)["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres:"),
+        "DATABASE_URL host {host} is not the PostgreSQL service"
+    );
+    assert_eq!(port, "5432");
+    assert_eq!(
+        user,
+        db_env
+            .get("POSTGRES_USER")
+            .map_or("postgres", String::as_str)
+    );
+    assert_eq!(password, db_env["POSTGRES_PASSWORD"]);
+    assert_eq!(db, db_env.get("POSTGRES_DB").map_or(user, String::as_str));
+}
+
+fn mapped_stack_env(root: &Path, db_url: &str) -> (Compose, Mapped, Mapped) {
+    let compose = Compose::load();
+    let mut ports = BTreeMap::new();
+    let auth = map_environment(&compose, AUTH, root, db_url, &mut ports);
+    let rs = map_environment(&compose, RS, root, db_url, &mut ports);
+    (compose, auth, rs)
+}
+
+#[test]
+fn every_compose_variable_is_read_by_its_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, auth, rs) = mapped_stack_env(dir.path(), "postgres://u:p@127.0.0.1:1/x");
+    let auth_known = known_settings(auth_service_bin(), &auth.env, dir.path());
+    let rs_known = known_settings(Path::new(RESOURCE_SERVICE_BIN), &rs.env, dir.path());
+    assert!(auth_known.contains("tokens.access_ttl") && rs_known.contains("auth.verify_url"));
+    let mut unread = unread_variables(AUTH, &auth.env, &auth_known);
+    unread.extend(unread_variables(RS, &rs.env, &rs_known));
+    assert!(
+        unread.is_empty(),
+        "compose sets variables the binaries do not read:\n{}",
+        unread.join("\n")
+    );
+
+    // The check itself catches what it is for.
+    for (service, name, known) in [
+        (AUTH, "AUTH__TOKENS__ACCES_TTL", &auth_known),
+        (AUTH, "AUTH__TOKEN__ACCESS_TTL", &auth_known),
+        (AUTH, "RS__AUTH__TIMEOUT", &auth_known),
+        (AUTH, "POSTGRES_PASSWORD", &auth_known),
+        (RS, "RS__AUTH__VERIFYURL", &rs_known),
+        (RS, "AUTH__SERVER__INTERNAL_ADDR", &rs_known),
+        (RS, "DATABASE_URL", &rs_known),
+    ] {
+        let env = env(&[(name, "x")]);
+        assert_eq!(
+            unread_variables(service, &env, known).len(),
+            1,
+            "{service}: {name}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn compose_environment_runs_a_request_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(Backend::Postgres, dir.path());
+    let root = dir.path().join("rootfs");
+    let (compose, auth, rs) = mapped_stack_env(&root, &db.url);
+    // Docker creates mount targets; so does the test.
+    for (_, target) in compose.mounts(AUTH) {
+        std::fs::create_dir_all(root.join(target.trim_start_matches('/'))).unwrap();
+    }
+    let url = |service: &str, env_key: &str| -> String {
+        let container_port: u16 = compose.container_env(service)[env_key]
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        format!(
+            "http://127.0.0.1:{}",
+            rs.ports[&(service.to_string(), container_port)]
+        )
+    };
+    let public = url(AUTH, "AUTH__SERVER__PUBLIC_ADDR");
+    let internal = url(AUTH, "AUTH__SERVER__INTERNAL_ADDR");
+    let rs_url = url(RS, "RS__SERVER__ADDR");
+
+    let auth_service = Service::start(
+        AUTH,
+        auth_service_bin(),
+        auth.env.clone(),
+        dir.path(),
+        vec![format!("{public}/readyz"), format!("{internal}/healthz")],
+    )
+    .await;
+    let resource = Service::start(
+        RS,
+        Path::new(RESOURCE_SERVICE_BIN),
+        rs.env.clone(),
+        dir.path(),
+        vec![format!("{rs_url}/healthz")],
+    )
+    .await;
+
+    let client = reqwest::Client::new();
+    let creds = json!({"username": "alice", "password": PASSWORD});
+    let r = send(client.post(format!("{public}/register")).json(&creds)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = send(client.post(format!("{public}/login")).json(&creds)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let at = r.str("access_token");
+    let r = send(
+        client
+            .post(format!("{rs_url}/posts"))
+            .bearer_auth(&at)
+            .json(&json!({"text": "through the compose wiring"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = send(client.get(format!("{rs_url}/posts")).bearer_auth(&at)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["posts"][0]["text"], "through the compose wiring");
+    send(
+        client
+            .get(format!("{rs_url}/posts"))
+            .bearer_auth("abc.def.ghi"),
+    )
+    .await
+    .assert_unauthorized("invalid_token");
+
+    // The generated keys landed on the volume, where they survive the container.
+    let keys: PathBuf = PathBuf::from(&auth.env["AUTH__KEYS__DIR"]);
+    assert!(keys.join("access-eddsa.pem").exists() && keys.join("refresh-hs256.secret").exists());
+    auth_service.assert_never_logged(&[&at]);
+    resource.assert_never_logged(&[&at]);
+}
+
+#[test]
+fn interpolation_follows_compose_rules() {
+    let vars: BTreeMap<String, String> = [("SET", "v"), ("EMPTY", "")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut used = BTreeSet::new();
+    let mut i = |s: &str| interpolate(s, &vars, &mut used);
+    assert_eq!(i("a${SET}b$SET/$$x").unwrap(), "avbv/$x");
+    assert_eq!(
+        i("${UNSET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d}").unwrap(),
+        "d d  d"
+    );
+    assert!(i("${EMPTY:?needed}").is_err());
+    assert_eq!(i("${EMPTY?needed}").unwrap(), "");
+    assert!(i("${UNSET?needed}").is_err());
+    assert!(i("${SET").is_err());
+    assert_eq!(
+        used,
+        BTreeSet::from(["SET".to_string(), "EMPTY".to_string(), "UNSET".to_string()])
+    );
+}

@@ -11,3 +11,4 @@ mod support;
 mod api;
 mod compose;
 mod end_to_end;
+mod nginx;

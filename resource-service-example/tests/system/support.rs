@@ -364,6 +364,8 @@ pub struct Stack {
     pub resource: Service,
     /// Public listener of the auth service, e.g. `http://127.0.0.1:41234`.
     pub public: String,
+    /// Internal listener of the auth service (`/verify`).
+    pub internal: String,
     /// The resource service.
     pub rs: String,
     pub client: reqwest::Client,
@@ -408,6 +410,7 @@ impl Stack {
             auth,
             resource,
             public,
+            internal,
             rs,
             client: reqwest::Client::new(),
             _db: db,
@@ -613,6 +616,9 @@ pub enum FakeAnswer {
     Status(u16, &'static str),
     /// Accepts the connection and never answers (until the fake is dropped, at most 10 s).
     Hang,
+    /// 200 with the request's headers as a JSON object (names in lower case): an upstream
+    /// that shows what a proxy passed on.
+    EchoHeaders,
 }
 
 impl FakeVerify {
@@ -666,19 +672,31 @@ fn serve_fake(
     });
     let mut writer = stream;
     loop {
-        // One request: the request line and headers (a GET /verify has no body).
+        // One request: the request line and headers (no body is ever sent here).
         let mut seen_any = false;
+        let mut headers = serde_json::Map::new();
         loop {
             let mut line = String::new();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => return,
                 Ok(_) if line == "\r\n" && seen_any => break,
-                Ok(_) => seen_any = true,
+                Ok(_) => {
+                    if let Some((name, value)) = line.split_once(':')
+                        && seen_any
+                    {
+                        headers.insert(name.to_ascii_lowercase(), json!(value.trim()));
+                    }
+                    seen_any = true;
+                }
             }
         }
         count.fetch_add(1, Ordering::SeqCst);
         match answer {
-            FakeAnswer::Status(status, body) => {
+            FakeAnswer::Status(..) | FakeAnswer::EchoHeaders => {
+                let (status, body) = match answer {
+                    FakeAnswer::Status(status, body) => (*status, body.to_string()),
+                    _ => (200, Value::Object(headers).to_string()),
+                };
                 let response = format!(
                     "HTTP/1.1 {status} Whatever\r\ncontent-type: application/json\r\n\
                      content-length: {}\r\n\r\n{body}",
