@@ -58,10 +58,13 @@ pub fn workspace_root() -> PathBuf {
 ///
 /// Cargo only exposes `CARGO_BIN_EXE_*` for a package's own binaries, so the test builds the
 /// other package's binary itself: once per test process, with `cargo build -p auth-service
-/// --bin auth-service`. When `cargo test --workspace` has just built it, that is a no-op
-/// taking a moment; from a clean clone, or after auth-service changed, it (re)builds it, so a
-/// stale binary is never tested. (Cargo releases its build-directory lock before it runs the
-/// tests, so this nested build does not wait on the outer one.)
+/// --bin auth-service --tests`. `--tests` makes cargo resolve features exactly as `cargo test
+/// --workspace` does (dev-dependencies included), so after that command this is a no-op
+/// that reuses the very binary it built; without it, cargo would build a second copy of half
+/// the dependency tree with other features. From a clean clone, or after auth-service
+/// changed, it (re)builds, so a stale binary is never tested. (Cargo releases its
+/// build-directory lock before it runs tests, so this nested build does not wait on the outer
+/// one.)
 pub fn auth_service_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -84,6 +87,7 @@ pub fn auth_service_bin() -> &'static Path {
             "auth-service",
             "--bin",
             "auth-service",
+            "--tests",
             "--profile",
             &profile,
         ]);
