@@ -62,8 +62,9 @@ impl AuthService {
         // Guessing the current password through a stolen access token is throttled like login.
         let ip = client.ip.clone().unwrap_or_default();
         let throttle_key = format!("#{}", caller.sub);
-        self.throttle
-            .check(&ip, &throttle_key, now())
+        let attempt = self
+            .throttle
+            .begin(&ip, &throttle_key, now())
             .map_err(Error::TooManyAttempts)?;
         let id = caller.sub.clone();
         let user = self.db.run(move |conn| store::find_user(conn, &id)).await?;
@@ -72,11 +73,11 @@ impl AuthService {
         let user = match user {
             Some(u) if verified.matches && !u.disabled => u,
             _ => {
-                self.throttle.failed(&ip, &throttle_key, now());
+                attempt.failed();
                 return Err(Error::InvalidCredentials);
             }
         };
-        self.throttle.succeeded(&ip, &throttle_key);
+        attempt.succeeded();
         validate_password(&new)?;
         let hash = self.passwords.hash(new).await?;
         let keep = caller.sid.clone();

@@ -143,6 +143,7 @@ pub fn apply_roles(
 ) -> Result<RoleChange, Error> {
     validate_roles(roles)?;
     conn.write_transaction(|conn| {
+        still_admin(conn, actor)?;
         let (before, after) = store::set_roles(conn, target, roles, ts)?;
         let old = before.role_list();
         let new = after.role_list();
@@ -172,6 +173,20 @@ pub fn apply_roles(
     })
 }
 
+/// Inside the change's transaction, after the lock that serialises administrator changes:
+/// an admin demoted or disabled while their request was in flight acts no more. `None` is the
+/// command line (the operator of the machine).
+fn still_admin(conn: &mut DbConn, actor: Option<&str>) -> Result<(), Error> {
+    let Some(actor) = actor else {
+        return Ok(());
+    };
+    store::lock_admin_changes(conn)?;
+    match store::find_user(conn, actor)? {
+        Some(user) if user.is_admin() => Ok(()),
+        _ => Err(Error::Forbidden),
+    }
+}
+
 /// Disables (ending every session at once) or enables a user.
 pub fn apply_disabled(
     conn: &mut DbConn,
@@ -182,6 +197,7 @@ pub fn apply_disabled(
     ts: i64,
 ) -> Result<RoleChange, Error> {
     conn.write_transaction(|conn| {
+        still_admin(conn, actor)?;
         let (before, after) = store::set_disabled(conn, target, disabled, ts)?;
         let ended_sessions = if disabled {
             store::revoke_user_sessions(conn, target, RevokeReason::UserDisabled, None, ts)?
@@ -231,6 +247,12 @@ impl AuthService {
         let after = cursor.as_deref().map(decode_user_cursor).transpose()?;
         if username.as_ref().is_some_and(|u| u.len() > 64) {
             return Err(Error::Validation("username: at most 64 characters".into()));
+        }
+        if username
+            .as_ref()
+            .is_some_and(|u| u.chars().any(char::is_control))
+        {
+            return Err(Error::Validation("username: no control characters".into()));
         }
         // One row more than asked tells whether there is a next page.
         let mut rows = self
@@ -382,6 +404,9 @@ impl AuthService {
     ) -> Result<AuditPage, Error> {
         self.require_admin(caller).await?;
         let limit = page_limit(filter.limit)?;
+        if filter.user_id.as_deref().is_some_and(|id| !is_uuid(id)) {
+            return Err(Error::Validation("user_id: not a user id".into()));
+        }
         let kind = match filter.kind.as_deref() {
             None => None,
             Some(k) => Some(

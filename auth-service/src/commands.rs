@@ -84,8 +84,9 @@ pub fn change_role(
 ) -> Result<RoleChange, Error> {
     validate_roles(&[role.to_string()])?;
     let mut conn = connect(settings)?;
-    {
-        let conn = &mut conn;
+    // Read and write in one serialised transaction, so a concurrent change is not lost.
+    conn.write_transaction(|conn| {
+        store::lock_admin_changes(conn)?;
         let user = store::find_user_for_login(conn, login)?.ok_or(Error::NotFound)?;
         let mut roles = user.role_list();
         if grant {
@@ -94,7 +95,7 @@ pub fn change_role(
             roles.retain(|r| r != role);
         }
         apply_roles(conn, &user.id, &roles, None, &ClientInfo::default(), now())
-    }
+    })
 }
 
 /// One pruning pass with the configured retention.

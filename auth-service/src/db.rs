@@ -126,12 +126,38 @@ fn prepare(settings: &Settings) -> Result<DatabaseUrl, Error> {
         && let Some(parent) = std::path::Path::new(path).parent()
         && !parent.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            Error::Internal(format!(
-                "cannot create database directory {}: {e}",
-                parent.display()
-            ))
-        })?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "cannot create database directory {}: {e}",
+                    parent.display()
+                ))
+            })?;
+    }
+    // The database holds password hashes: create it readable by this user only (SQLite would
+    // create it 0644, and gives its -wal and -shm files the database file's mode).
+    if let DatabaseUrl::Sqlite(path) = &url
+        && !url.is_memory()
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(Error::Internal(format!(
+                    "cannot create database file {path}: {e}"
+                )));
+            }
+        }
     }
     Ok(url)
 }

@@ -43,8 +43,8 @@ pub enum Error {
     Forbidden,
     #[error("this change would leave no enabled administrator")]
     LastAdmin,
-    /// Too many failed attempts; retry after this many seconds.
-    #[error("too many failed attempts; try again later")]
+    /// Too many attempts (failed logins, registrations); retry after this many seconds.
+    #[error("too many attempts; try again later")]
     TooManyAttempts(i64),
     #[error("service temporarily unavailable")]
     Unavailable(String),

@@ -8,6 +8,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 
 use crate::admin::AuditFilter;
 use crate::error::Error;
@@ -19,7 +20,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 pub struct AppState {
     pub auth: AuthService,
-    pub trust_forwarded_for: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 type State = web::Data<AppState>;
@@ -87,14 +89,17 @@ impl FromRequest for ClientInfo {
     type Future = std::future::Ready<Result<ClientInfo, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let trust = req
+        let trusted = req
             .app_data::<State>()
-            .is_some_and(|s| s.trust_forwarded_for);
-        let ip = if trust {
-            req.connection_info().realip_remote_addr().map(strip_port)
-        } else {
-            req.peer_addr().map(|a| a.ip().to_string())
-        };
+            .map(|s| s.trusted_proxies.as_slice())
+            .unwrap_or_default();
+        let ip = req.peer_addr().map(|peer| {
+            let forwarded = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|v| v.to_str().ok());
+            client_ip(peer.ip(), forwarded, trusted).to_string()
+        });
         let user_agent = req
             .headers()
             .get(header::USER_AGENT)
@@ -104,11 +109,44 @@ impl FromRequest for ClientInfo {
     }
 }
 
-fn strip_port(addr: &str) -> String {
-    match addr.parse::<std::net::SocketAddr>() {
-        Ok(sa) => sa.ip().to_string(),
-        Err(_) => addr.to_string(),
+/// The client's address. Only a trusted proxy's `X-Forwarded-For` is believed, and only
+/// from the right: each trusted proxy appends the address it received the request from, so
+/// walking the list right to left, the first address that is not a trusted proxy is the one
+/// that connected to the outermost trusted proxy. Everything left of it was written by the
+/// client and is ignored. `Forwarded` is ignored too (proxies pass it through unchanged).
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded_for: impl Iterator<Item = &'a str>,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer.to_canonical();
+    if !is_trusted(&client) {
+        return client;
     }
+    let hops: Vec<&str> = forwarded_for.flat_map(|v| v.split(',')).collect();
+    for hop in hops.iter().rev() {
+        match parse_hop(hop.trim()) {
+            Some(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // Garbage where a trusted proxy should have written an address: stop at the
+            // last address a trusted party vouched for.
+            None => break,
+        }
+    }
+    client
+}
+
+/// `1.2.3.4`, `1.2.3.4:5678`, `::1` or `[::1]:80`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<std::net::SocketAddr>().map(|sa| sa.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 // ---- public listener ---------------------------------------------------------------------
@@ -546,4 +584,77 @@ pub fn configure_internal(cfg: &mut web::ServiceConfig) {
         )
         .service(health_routes())
         .default_service(web::to(not_found));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+        let xff = ["9.9.9.9"];
+        assert_eq!(
+            client_ip(ip("1.2.3.4"), xff.into_iter(), &[]),
+            ip("1.2.3.4")
+        );
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(
+            client_ip(ip("1.2.3.4"), xff.into_iter(), &trusted),
+            ip("1.2.3.4")
+        );
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_hop_is_the_client() {
+        let trusted = nets(&["10.0.0.0/8", "192.168.1.1/32"]);
+        let peer = ip("10.0.0.2");
+        let xff = ["6.6.6.6, 203.0.113.7", "192.168.1.1:4000"];
+        assert_eq!(
+            client_ip(peer, xff.into_iter(), &trusted),
+            ip("203.0.113.7")
+        );
+        // IPv6, bracketed with a port, and IPv4-mapped.
+        let xff = ["[2001:db8::1]:443"];
+        assert_eq!(
+            client_ip(peer, xff.into_iter(), &trusted),
+            ip("2001:db8::1")
+        );
+        let xff = ["::ffff:198.51.100.1"];
+        assert_eq!(
+            client_ip(peer, xff.into_iter(), &trusted),
+            ip("198.51.100.1")
+        );
+        let mapped_peer = ip("::ffff:10.0.0.2");
+        assert_eq!(
+            client_ip(mapped_peer, ["8.8.8.8"].into_iter(), &trusted),
+            ip("8.8.8.8")
+        );
+    }
+
+    #[test]
+    fn garbage_or_all_trusted_stops_at_the_last_vouched_address() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let peer = ip("10.0.0.2");
+        assert_eq!(
+            client_ip(peer, ["1.1.1.1, junk"].into_iter(), &trusted),
+            peer
+        );
+        assert_eq!(
+            client_ip(peer, ["1.1.1.1, junk, 10.0.0.9"].into_iter(), &trusted),
+            ip("10.0.0.9")
+        );
+        assert_eq!(
+            client_ip(peer, ["10.0.0.7, 10.0.0.8"].into_iter(), &trusted),
+            ip("10.0.0.7")
+        );
+        assert_eq!(client_ip(peer, std::iter::empty(), &trusted), peer);
+    }
 }

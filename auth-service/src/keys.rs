@@ -235,19 +235,32 @@ fn load_or_generate(
             })?;
     }
     let material = generate(alg)?;
-    let file = std::fs::OpenOptions::new()
+    // Written whole to a private temporary file, then linked into place: an instance sharing
+    // the directory never reads a half-written key, and a crash leaves no empty key file.
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    let cannot_write = |e: std::io::Error| {
+        SettingsError(format!("{setting}: cannot write {}: {e}", tmp.display()))
+    };
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path);
-    match file {
-        Ok(mut f) => {
-            f.write_all(material.expose_secret().as_bytes())
-                .and_then(|_| f.write_all(b"\n"))
-                .and_then(|_| f.sync_all())
-                .map_err(|e| {
-                    SettingsError(format!("{setting}: cannot write {}: {e}", path.display()))
-                })?;
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(material.expose_secret().as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()
+        });
+    let linked = written
+        .map_err(cannot_write)
+        .map(|()| std::fs::hard_link(&tmp, path));
+    // The temporary name goes whatever happened; the key lives on under `path` if linked.
+    let _ = std::fs::remove_file(&tmp);
+    match linked? {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
             log::info!(
                 "generated a new {} key for {setting} at {} (keep this file to keep sessions valid across restarts)",
                 alg.as_str(),
@@ -453,5 +466,29 @@ mod tests {
         assert_eq!(mode, 0o600);
         let again = load_or_generate("k", &path, SigningAlgorithm::EdDSA).unwrap();
         assert_eq!(first.expose_secret(), again.expose_secret());
+    }
+
+    #[test]
+    fn instances_racing_on_one_directory_agree_on_one_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keys/refresh-hs256.secret");
+            let keys: Vec<String> = std::thread::scope(|s| {
+                let racers: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            load_or_generate("k", &path, SigningAlgorithm::HS256)
+                                .unwrap()
+                                .expose_secret()
+                                .to_string()
+                        })
+                    })
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            assert!(keys.iter().all(|k| k == &keys[0] && k.len() >= 32));
+            let names = std::fs::read_dir(dir.path().join("keys")).unwrap().count();
+            assert_eq!(names, 1, "temporary files left behind");
+        }
     }
 }

@@ -74,7 +74,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, Error> {
 
     let state = web::Data::new(AppState {
         auth,
-        trust_forwarded_for: settings.server.trust_forwarded_for,
+        trusted_proxies: settings
+            .server
+            .trusted_proxies()
+            .map_err(|e| Error::Internal(format!("server.trusted_proxies: {e}")))?,
     });
 
     let bind_err =

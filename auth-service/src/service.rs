@@ -90,6 +90,8 @@ pub struct AuthService {
     pub tokens: Tokens,
     pub revoked: Arc<RevokedSessions>,
     pub throttle: LoginThrottle,
+    /// Registrations per address; `None` when `register.max_per_ip` is 0.
+    register_throttle: Option<LoginThrottle>,
     refresh_ttl: i64,
     session_ttl: Option<i64>,
     reuse_grace: i64,
@@ -174,6 +176,13 @@ impl AuthService {
                 settings.login.max_failures,
                 settings.login.max_failures_per_ip,
             ),
+            register_throttle: (settings.register.max_per_ip > 0).then(|| {
+                LoginThrottle::new(
+                    secs(settings.register.window),
+                    u32::MAX,
+                    settings.register.max_per_ip,
+                )
+            }),
             refresh_ttl: secs(settings.tokens.refresh_ttl),
             session_ttl: settings.tokens.session_ttl.map(secs),
             reuse_grace: secs(settings.tokens.reuse_grace),
@@ -218,6 +227,9 @@ impl AuthService {
     pub fn prune_memory(&self) -> usize {
         let ts = now();
         self.throttle.prune(ts);
+        if let Some(t) = &self.register_throttle {
+            t.prune(ts);
+        }
         self.revoked.prune(ts)
     }
 
@@ -228,6 +240,14 @@ impl AuthService {
             Some(e) => Some(normalize_email(e)?),
             None => None,
         };
+        // Every registration costs a password hash: bound them per address.
+        let ip = client.ip.clone().unwrap_or_default();
+        let attempt = self
+            .register_throttle
+            .as_ref()
+            .map(|t| t.begin(&ip, "", now()))
+            .transpose()
+            .map_err(Error::TooManyAttempts)?;
         let hash = self.passwords.hash(input.password).await?;
         let ts = now();
         let user = UserRow {
@@ -241,7 +261,7 @@ impl AuthService {
             created_at: ts,
             updated_at: ts,
         };
-        let user = self
+        let inserted = self
             .db
             .run(move |conn| {
                 conn.write_transaction(|conn| {
@@ -251,7 +271,14 @@ impl AuthService {
                     Ok(user)
                 })
             })
-            .await?;
+            .await;
+        // A registration or a probe of a taken name counts; a failure of ours does not.
+        if let Some(attempt) = attempt
+            && !matches!(inserted, Err(Error::Internal(_) | Error::Unavailable(_)))
+        {
+            attempt.keep();
+        }
+        let user = inserted?;
         log::info!("user registered: user_id={}", user.id);
         Ok(UserView::from(&user))
     }
@@ -271,20 +298,30 @@ impl AuthService {
             return Err(Error::InvalidCredentials);
         }
         let ip = client.ip.clone().unwrap_or_default();
-        self.throttle
-            .check(&ip, &login, now())
+        let attempt = self
+            .throttle
+            .begin(&ip, &login, now())
             .map_err(Error::TooManyAttempts)?;
-        let tried = login.clone();
-        let user = self
-            .db
-            .run(move |conn| store::find_user_for_login(conn, &login))
-            .await?;
+        // No username or email holds a control character, and PostgreSQL refuses NUL in
+        // text: such a login matches nobody, but still goes through the dummy hash.
+        let matchable = !login.chars().any(char::is_control);
+        let tried: String = login
+            .chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .collect();
+        let user = if matchable {
+            self.db
+                .run(move |conn| store::find_user_for_login(conn, &login))
+                .await?
+        } else {
+            None
+        };
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let verified = self.passwords.verify(password.clone(), stored).await?;
         let user = match user {
             Some(u) if verified.matches && !u.disabled => u,
             other => {
-                self.throttle.failed(&ip, &tried, now());
+                attempt.failed();
                 let user_id = other.map(|u| u.id);
                 log::info!(
                     "login failed: user_id={}",
@@ -299,7 +336,7 @@ impl AuthService {
                 return Err(Error::InvalidCredentials);
             }
         };
-        self.throttle.succeeded(&ip, &tried);
+        attempt.succeeded();
         if verified.needs_rehash {
             self.upgrade_hash(&user.id, password).await;
         }
@@ -522,7 +559,20 @@ impl AuthService {
 
     /// Checks an access token without touching the database.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, Error> {
-        let claims = self.tokens.check_access(token, Expiry::Enforce)?;
+        let claims = match self.tokens.check_access(token, Expiry::Enforce) {
+            Ok(claims) => claims,
+            // Expired *and* revoked says "revoked": "expired" would send the client to
+            // /refresh, which can only fail. Only the expired path pays the second decode.
+            Err(Error::TokenExpired) => {
+                let claims = self.tokens.check_access(token, Expiry::Ignore)?;
+                return Err(if self.revoked.is_revoked(&claims.sid) {
+                    Error::TokenRevoked
+                } else {
+                    Error::TokenExpired
+                });
+            }
+            Err(e) => return Err(e),
+        };
         if self.revoked.is_revoked(&claims.sid) {
             return Err(Error::TokenRevoked);
         }

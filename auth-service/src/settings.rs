@@ -29,6 +29,16 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub revocation: RevocationSettings,
     pub login: LoginSettings,
+    pub register: RegisterSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegisterSettings {
+    /// Registrations from one address within `window` (each costs a password hash); 0 means
+    /// no limit.
+    pub max_per_ip: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,8 +90,26 @@ pub struct ServerSettings {
     pub internal_addr: String,
     /// Worker threads per listener; unset means one per CPU.
     pub workers: Option<usize>,
-    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
-    pub trust_forwarded_for: bool,
+    /// Reverse proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For`
+    /// is believed. Empty: the client address is the TCP peer.
+    pub trusted_proxies: String,
+}
+
+impl ServerSettings {
+    /// `server.trusted_proxies` parsed; a plain address is a one-address range.
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| format!("{s:?} is not an IP address or CIDR range"))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,7 +213,7 @@ fn defaults() -> Vec<(&'static str, config::Value)> {
         ("database.busy_timeout", "5s".into()),
         ("server.public_addr", "127.0.0.1:8080".into()),
         ("server.internal_addr", "127.0.0.1:8081".into()),
-        ("server.trust_forwarded_for", false.into()),
+        ("server.trusted_proxies", "".into()),
         ("tokens.access_ttl", "5m".into()),
         ("tokens.refresh_ttl", "90d".into()),
         ("tokens.reuse_grace", "10s".into()),
@@ -203,6 +231,8 @@ fn defaults() -> Vec<(&'static str, config::Value)> {
         ("login.max_failures", 10i64.into()),
         ("login.max_failures_per_ip", 100i64.into()),
         ("login.failure_window", "15m".into()),
+        ("register.max_per_ip", 20i64.into()),
+        ("register.window", "1h".into()),
     ]
 }
 
@@ -233,11 +263,17 @@ impl Settings {
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
                 .separator("__")
+                // `AUTH__KEYS__SIGNING_KEY=` (as compose writes an unset `${VAR:-}`) means
+                // "not set", not "set to the empty string".
+                .ignore_empty(true)
                 .source(Some(prefixed.clone())),
         );
         // DATABASE_URL is the conventional alias; the explicit AUTH__DATABASE__URL wins.
-        if !prefixed.contains_key("AUTH__DATABASE__URL")
-            && let Some(url) = sources.env.get("DATABASE_URL")
+        let explicit_url = prefixed
+            .get("AUTH__DATABASE__URL")
+            .is_some_and(|v| !v.is_empty());
+        if !explicit_url
+            && let Some(url) = sources.env.get("DATABASE_URL").filter(|v| !v.is_empty())
         {
             builder = builder
                 .set_override("database.url", url.clone())
@@ -286,6 +322,9 @@ impl Settings {
                 return err(key, "must be an address like 127.0.0.1:8080");
             }
         }
+        if let Err(e) = self.server.trusted_proxies() {
+            return err("server.trusted_proxies", &e);
+        }
         if self.server.workers == Some(0) {
             return err("server.workers", "must be at least 1");
         }
@@ -306,6 +345,9 @@ impl Settings {
         }
         if self.login.failure_window < Duration::from_secs(1) {
             return err("login.failure_window", "must be at least 1s");
+        }
+        if self.register.window < Duration::from_secs(1) {
+            return err("register.window", "must be at least 1s");
         }
         if self.database.pool_size == 0 {
             return err("database.pool_size", "must be at least 1");
@@ -405,8 +447,8 @@ impl Settings {
                 .unwrap_or_else(|| "<one per CPU>".into()),
         );
         line(
-            "server.trust_forwarded_for",
-            self.server.trust_forwarded_for.to_string(),
+            "server.trusted_proxies",
+            format!("{:?}", self.server.trusted_proxies),
         );
         line("tokens.access_ttl", dur(self.tokens.access_ttl));
         line("tokens.refresh_ttl", dur(self.tokens.refresh_ttl));
@@ -491,6 +533,8 @@ impl Settings {
             self.login.max_failures_per_ip.to_string(),
         );
         line("login.failure_window", dur(self.login.failure_window));
+        line("register.max_per_ip", self.register.max_per_ip.to_string());
+        line("register.window", dur(self.register.window));
         out
     }
 }
@@ -569,6 +613,45 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(s.database_url().expose_secret(), "sqlite::memory:");
+    }
+
+    #[test]
+    fn empty_environment_values_count_as_unset() {
+        let s = Settings::load(&env(&[
+            ("AUTH__KEYS__SIGNING_KEY", ""),
+            ("AUTH__TOKENS__ACCESS_TTL", ""),
+            ("AUTH__DATABASE__URL", ""),
+            ("DATABASE_URL", "postgres://u:p@db/auth"),
+        ]))
+        .unwrap();
+        assert!(s.keys.signing_key.is_none());
+        assert_eq!(s.tokens.access_ttl, Duration::from_secs(300));
+        assert_eq!(s.database_url().expose_secret(), "postgres://u:p@db/auth");
+        let s = Settings::load(&env(&[("DATABASE_URL", "")])).unwrap();
+        assert!(s.database_url().expose_secret().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn trusted_proxies_parse_or_name_the_key() {
+        let s = Settings::load(&env(&[(
+            "AUTH__SERVER__TRUSTED_PROXIES",
+            "10.0.0.0/8, 192.168.1.7 ,fd00::/8",
+        )]))
+        .unwrap();
+        let nets: Vec<String> = s
+            .server
+            .trusted_proxies()
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]);
+        let e = Settings::load(&env(&[(
+            "AUTH__SERVER__TRUSTED_PROXIES",
+            "10.0.0.0/8,proxy",
+        )]))
+        .unwrap_err();
+        assert!(e.to_string().contains("server.trusted_proxies"), "{e}");
     }
 
     #[test]

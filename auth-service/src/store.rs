@@ -10,7 +10,8 @@ use crate::db::DbConn;
 use crate::error::Error;
 use crate::schema::{refresh_tokens, sessions, users};
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+/// `Debug` is written by hand so that the password hash never reaches a log line.
+#[derive(Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
 pub struct UserRow {
     pub id: String,
@@ -22,6 +23,21 @@ pub struct UserRow {
     pub disabled: bool,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .field("password_hash", &"<redacted>")
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl UserRow {
@@ -111,7 +127,7 @@ impl UserRow {
 
 /// Serialises changes that can affect who is an administrator, so two of them can never
 /// both pass the last-admin check. SQLite's `BEGIN IMMEDIATE` already serialises writers.
-fn lock_admin_changes(conn: &mut DbConn) -> Result<(), Error> {
+pub fn lock_admin_changes(conn: &mut DbConn) -> Result<(), Error> {
     if let DbConn::Pg(c) = conn {
         diesel::sql_query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE").execute(c)?;
     }
@@ -582,7 +598,9 @@ pub fn rotate_refresh_token(conn: &mut DbConn, r: &RotationRequest<'_>) -> Resul
             .optional()?;
         if let Some(child) = child
             && child.used_at.is_none()
-            && r.now - used_at <= r.reuse_grace
+            // Whole seconds, strictly: a grace of N s accepts replays fewer than N clock
+            // seconds after the rotation (so never longer than configured), and 0 s none.
+            && r.now - used_at < r.reuse_grace
         {
             return Ok(Rotation::Replayed { child, user });
         }
@@ -607,4 +625,30 @@ pub fn find_session(conn: &mut DbConn, sid: &str) -> Result<Option<SessionRow>, 
         .select(SessionRow::as_select())
         .first(conn)
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_debug_never_shows_the_hash() {
+        let user = UserRow {
+            id: "7".into(),
+            username: "alice".into(),
+            username_key: "alice".into(),
+            email: None,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            roles: "user".into(),
+            disabled: false,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let shown = format!("{user:?}");
+        assert!(
+            shown.contains("alice") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(!shown.contains("argon2"), "{shown}");
+    }
 }

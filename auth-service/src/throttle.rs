@@ -2,18 +2,25 @@
 //! one address overall) within a window, further attempts are refused with 429 before any
 //! password is checked. Keyed by account *and* address, so nobody can lock a user out from
 //! elsewhere; the per-address limit bounds spraying across many accounts.
+//!
+//! An attempt is counted when it *starts* (check and count under one lock), not when its
+//! password check fails: otherwise a burst of parallel guesses would all pass the check
+//! before the first failure was recorded, and the limit would only bound concurrency. The
+//! [`Attempt`] guard hands the count back when the attempt succeeds or ends without a
+//! verdict (a database error, say).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Entries kept at most; past this, the oldest windows are dropped first.
+/// Entries kept at most; past this, ended windows are dropped, then the oldest ones.
 const MAX_ENTRIES: usize = 100_000;
 
 pub struct LoginThrottle {
     window: i64,
     per_account: u32,
     per_address: u32,
-    /// key → (window start, failures in it)
+    max_entries: usize,
+    /// key → (window start, attempts in it)
     failures: Mutex<HashMap<String, (i64, u32)>>,
 }
 
@@ -25,12 +32,62 @@ fn address_key(ip: &str) -> String {
     format!("i:{ip}")
 }
 
+/// One counted attempt. Dropped without a verdict, it gives its count back.
+#[must_use = "an attempt that is dropped at once is not counted"]
+pub struct Attempt<'a> {
+    throttle: &'a LoginThrottle,
+    account: String,
+    address: String,
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// Wrong credentials: the attempt stays counted against the account and the address.
+    pub fn failed(self) {
+        self.keep();
+    }
+
+    /// The attempt stays counted (for limits on every attempt, not only failures).
+    pub fn keep(mut self) {
+        self.settled = true;
+    }
+
+    /// Right credentials: the account's count is cleared and this attempt no longer counts
+    /// against the address.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        let mut map = self.throttle.lock();
+        map.remove(&self.account);
+        give_back(&mut map, &self.address);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            let mut map = self.throttle.lock();
+            give_back(&mut map, &self.account);
+            give_back(&mut map, &self.address);
+        }
+    }
+}
+
+fn give_back(map: &mut HashMap<String, (i64, u32)>, key: &str) {
+    if let Some(slot) = map.get_mut(key) {
+        slot.1 = slot.1.saturating_sub(1);
+        if slot.1 == 0 {
+            map.remove(key);
+        }
+    }
+}
+
 impl LoginThrottle {
     pub fn new(window: i64, per_account: u32, per_address: u32) -> LoginThrottle {
         LoginThrottle {
             window: window.max(1),
             per_account,
             per_address,
+            max_entries: MAX_ENTRIES,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -42,41 +99,55 @@ impl LoginThrottle {
         }
     }
 
-    /// `Err(seconds to wait)` if this attempt must be refused.
-    pub fn check(&self, ip: &str, login: &str, now: i64) -> Result<(), i64> {
-        let map = self.lock();
-        for (key, limit) in [
-            (account_key(ip, login), self.per_account),
-            (address_key(ip), self.per_address),
-        ] {
-            if let Some((start, count)) = map.get(&key)
+    /// Starts an attempt: `Err(seconds to wait)` if it must be refused, else the attempt,
+    /// already counted.
+    pub fn begin(&self, ip: &str, login: &str, now: i64) -> Result<Attempt<'_>, i64> {
+        let account = account_key(ip, login);
+        let address = address_key(ip);
+        let mut map = self.lock();
+        for (key, limit) in [(&account, self.per_account), (&address, self.per_address)] {
+            if let Some((start, count)) = map.get(key)
                 && now - start < self.window
                 && *count >= limit
             {
                 return Err((start + self.window - now).max(1));
             }
         }
-        Ok(())
-    }
-
-    pub fn failed(&self, ip: &str, login: &str, now: i64) {
-        let mut map = self.lock();
-        if map.len() >= MAX_ENTRIES {
-            let window = self.window;
-            map.retain(|_, (start, _)| now - *start < window);
-        }
-        for key in [account_key(ip, login), address_key(ip)] {
-            let slot = map.entry(key).or_insert((now, 0));
+        self.make_room(&mut map, now);
+        for key in [&account, &address] {
+            let slot = map.entry(key.clone()).or_insert((now, 0));
             if now - slot.0 >= self.window {
                 *slot = (now, 0);
             }
             slot.1 = slot.1.saturating_add(1);
         }
+        Ok(Attempt {
+            throttle: self,
+            account,
+            address,
+            settled: false,
+        })
     }
 
-    /// A successful login clears the account's count (not the address's).
-    pub fn succeeded(&self, ip: &str, login: &str) {
-        self.lock().remove(&account_key(ip, login));
+    /// Keeps the map bounded whatever the mix of addresses and logins: ended windows go
+    /// first, then the oldest tenth.
+    fn make_room(&self, map: &mut HashMap<String, (i64, u32)>, now: i64) {
+        if map.len() + 2 <= self.max_entries {
+            return;
+        }
+        let window = self.window;
+        map.retain(|_, (start, _)| now - *start < window);
+        if map.len() + 2 <= self.max_entries {
+            return;
+        }
+        let mut starts: Vec<i64> = map.values().map(|(start, _)| *start).collect();
+        if starts.is_empty() {
+            return;
+        }
+        let cut = (self.max_entries / 10).max(2).min(starts.len() - 1);
+        let (_, threshold, _) = starts.select_nth_unstable(cut);
+        let threshold = *threshold;
+        map.retain(|_, (start, _)| *start > threshold);
     }
 
     /// Forgets windows that have ended.
@@ -94,29 +165,58 @@ mod tests {
     fn limits_per_account_and_address() {
         let t = LoginThrottle::new(60, 3, 5);
         for _ in 0..3 {
-            assert!(t.check("1.1.1.1", "Alice", 100).is_ok());
-            t.failed("1.1.1.1", "alice", 100);
+            t.begin("1.1.1.1", "Alice", 100).unwrap().failed();
         }
-        assert_eq!(t.check("1.1.1.1", "ALICE", 110), Err(50));
+        assert_eq!(t.begin("1.1.1.1", "ALICE", 110).err(), Some(50));
         // Another address, or another account from this one, is unaffected…
-        assert!(t.check("2.2.2.2", "alice", 110).is_ok());
-        assert!(t.check("1.1.1.1", "bob", 110).is_ok());
+        assert!(t.begin("2.2.2.2", "alice", 110).is_ok());
+        t.begin("1.1.1.1", "bob", 110).unwrap().failed();
+        t.begin("1.1.1.1", "carol", 110).unwrap().failed();
         // …until the address itself reaches its limit.
-        t.failed("1.1.1.1", "bob", 110);
-        t.failed("1.1.1.1", "carol", 110);
-        assert!(t.check("1.1.1.1", "dave", 111).is_err());
+        assert!(t.begin("1.1.1.1", "dave", 111).is_err());
         // Windows end.
-        assert!(t.check("1.1.1.1", "alice", 161).is_ok());
+        assert!(t.begin("1.1.1.1", "alice", 161).is_ok());
         t.prune(200);
         assert!(t.lock().is_empty());
     }
 
     #[test]
+    fn attempts_in_flight_count_before_their_verdict() {
+        let t = LoginThrottle::new(60, 3, 100);
+        let in_flight: Vec<_> = (0..3)
+            .map(|_| t.begin("1.1.1.1", "alice", 0).unwrap())
+            .collect();
+        // A fourth parallel guess is refused although none has failed yet.
+        assert!(t.begin("1.1.1.1", "alice", 0).is_err());
+        drop(in_flight);
+        // Attempts that ended without a verdict (an error) give their count back.
+        assert!(t.lock().is_empty());
+        assert!(t.begin("1.1.1.1", "alice", 0).is_ok());
+    }
+
+    #[test]
     fn success_clears_the_account() {
         let t = LoginThrottle::new(60, 2, 100);
-        t.failed("1.1.1.1", "alice", 0);
-        t.succeeded("1.1.1.1", "alice");
-        t.failed("1.1.1.1", "alice", 0);
-        assert!(t.check("1.1.1.1", "alice", 1).is_ok());
+        t.begin("1.1.1.1", "alice", 0).unwrap().failed();
+        t.begin("1.1.1.1", "alice", 0).unwrap().succeeded();
+        t.begin("1.1.1.1", "alice", 0).unwrap().failed();
+        assert!(t.begin("1.1.1.1", "alice", 1).is_ok());
+        // The address keeps only the failures.
+        assert_eq!(t.lock().get("i:1.1.1.1").map(|s| s.1), Some(2));
+    }
+
+    #[test]
+    fn the_map_stays_bounded() {
+        let mut t = LoginThrottle::new(60, 3, 1000);
+        t.max_entries = 50;
+        for i in 0..500 {
+            t.begin(&format!("10.0.{}.{}", i / 256, i % 256), "x", i)
+                .unwrap()
+                .failed();
+            assert!(t.lock().len() <= 50);
+        }
+        // The newest entries survive eviction.
+        t.begin("10.0.1.243", "x", 500).unwrap().failed();
+        assert_eq!(t.lock().get("i:10.0.1.243").map(|s| s.1), Some(2));
     }
 }

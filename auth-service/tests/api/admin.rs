@@ -132,6 +132,32 @@ both_backends! {
         app.get_as("/admin/users", &bob_at).await.assert_error(403, "forbidden");
     }
 
+    async fn an_admin_demoted_mid_request_changes_nothing(b: Backend) {
+        // The request passed the entry check; the demotion lands before its transaction. The
+        // change itself re-checks the actor under the lock and refuses.
+        let app = TestApp::spawn(b).await;
+        let (bob_id, _, _) = app.admin("bob").await;
+        let (_, root_at, _) = app.admin("root").await;
+        let carol = app.register("carol", "correct horse battery").await.str("id");
+        let (actor, target) = (bob_id.clone(), carol.clone());
+        let refused = app
+            .with_db(move |conn| {
+                use auth_service::admin::{apply_disabled, apply_roles};
+                use auth_service::schema::users;
+                use diesel::prelude::*;
+                diesel::update(users::table.find(&actor)).set(users::roles.eq("user")).execute(conn)?;
+                let client = auth_service::service::ClientInfo::default();
+                let roles = apply_roles(conn, &target, &["admin".to_string()], Some(&actor), &client, 0).err();
+                let disabled = apply_disabled(conn, &target, true, Some(&actor), &client, 0).err();
+                Ok((roles, disabled))
+            })
+            .await;
+        assert!(matches!(refused, (Some(auth_service::error::Error::Forbidden), Some(auth_service::error::Error::Forbidden))), "{refused:?}");
+        let carol_now = app.get_as(&format!("/admin/users/{carol}"), &root_at).await;
+        assert_eq!(carol_now.body["roles"], json!(["user"]));
+        assert_eq!(carol_now.body["disabled"], false);
+    }
+
     async fn disable_and_enable(b: Backend) {
         let app = TestApp::spawn(b).await;
         let (_, admin_at, _) = app.admin("root").await;

@@ -2,6 +2,30 @@ use crate::support::*;
 use serde_json::json;
 
 both_backends! {
+    async fn nul_and_control_characters_never_reach_the_database(b: Backend) {
+        // PostgreSQL refuses NUL in text; every field that could carry one is answered 4xx.
+        let app = TestApp::spawn(b).await;
+        let (_, admin_at, _) = app.admin("root").await;
+        app.login("root\u{0}", "correct horse battery").await.assert_error(401, "invalid_credentials");
+        app.login("ro\u{7}ot", "anything at all").await.assert_error(401, "invalid_credentials");
+        app.post("/register", json!({"username": "ev\u{0}e", "password": "password1"})).await.assert_error(400, "validation_failed");
+        app.post("/register", json!({"username": "eve", "password": "password1", "email": "e\u{0}@x.org"})).await.assert_error(400, "validation_failed");
+        // A password may hold anything: it is only ever hashed.
+        assert_eq!(app.register("eve", "pass\u{0}word").await.status, 201);
+        assert_eq!(app.login("eve", "pass\u{0}word").await.status, 200);
+        app.login("eve", "pass").await.assert_error(401, "invalid_credentials");
+        app.get_as("/admin/users?username=%00", &admin_at).await.assert_error(400, "validation_failed");
+        app.get_as("/admin/audit?user_id=%00", &admin_at).await.assert_error(400, "validation_failed");
+        app.get_as("/admin/audit?user_id=nobody", &admin_at).await.assert_error(400, "validation_failed");
+        app.get_as("/admin/users/%00", &admin_at).await.assert_error(404, "not_found");
+        app.send(app.authed(reqwest::Method::DELETE, "/me/sessions/%00", &admin_at)).await.assert_error(404, "not_found");
+        // The failed login is on record, with the control characters made visible.
+        let r = app.get_as("/admin/audit?kind=login_failed", &admin_at).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let tried: Vec<&str> = r.body["events"].as_array().unwrap().iter().map(|e| e["detail"]["username"].as_str().unwrap()).collect();
+        assert!(tried.contains(&"root\u{FFFD}") && tried.contains(&"ro\u{FFFD}ot"), "{tried:?}");
+    }
+
     async fn malformed_bodies_get_clear_4xx(b: Backend) {
         let app = TestApp::spawn(b).await;
         let url = |p: &str| format!("{}{p}", app.public);

@@ -11,6 +11,19 @@ both_backends! {
             let mode = std::fs::metadata(keys_dir.join(file)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{file}");
         }
+        // Written through temporary files that are gone once linked into place.
+        let mut names: Vec<String> = std::fs::read_dir(&keys_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["access-eddsa.pem", "refresh-hs256.secret"]);
+        // The SQLite database (password hashes) is private too, with its WAL companions.
+        if matches!(b, Backend::Sqlite) {
+            use std::os::unix::fs::PermissionsExt;
+            for file in ["auth.db", "auth.db-wal", "auth.db-shm"] {
+                let path = app.data_dir.path().join(file);
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{file}");
+            }
+        }
         let app = app.restart().await;
         assert_eq!(app.verify(&at).await.status, 200);
         assert_eq!(app.refresh(&rt).await.status, 200);

@@ -13,6 +13,19 @@ async fn hash_of(app: &TestApp) -> String {
     .await
 }
 
+async fn session_ips(app: &TestApp, access_token: &str) -> Vec<String> {
+    let r = app.get_as("/me/sessions", access_token).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut ips: Vec<String> = r.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["ip"].as_str().unwrap().to_string())
+        .collect();
+    ips.sort();
+    ips
+}
+
 both_backends! {
     async fn returns_token_pair(b: Backend) {
         let app = TestApp::spawn(b).await;
@@ -106,5 +119,47 @@ both_backends! {
         assert_eq!(app.login("bob", "correct horse").await.status, 200);
         sleep_secs(2.1).await;
         assert_eq!(app.login("alice", "correct horse").await.status, 200);
+    }
+
+    async fn parallel_guesses_cannot_outrun_the_throttle(b: Backend) {
+        let app = TestApp::spawn_with(b, &[("AUTH__LOGIN__MAX_FAILURES", "3")]).await;
+        app.register("alice", "correct horse").await;
+        // 12 guesses at once: each is counted when it starts, so no more than the limit get
+        // their password checked, however the requests interleave.
+        let guesses = (0..12).map(|_| app.login("alice", "wrong guess"));
+        let statuses: Vec<u16> = futures_util::future::join_all(guesses).await.iter().map(|r| r.status.as_u16()).collect();
+        let checked = statuses.iter().filter(|s| **s == 401).count();
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert_eq!(checked + refused, 12, "{statuses:?}");
+        assert_eq!(checked, 3, "{statuses:?}");
+        app.login("alice", "correct horse").await.assert_error(429, "too_many_attempts");
+    }
+
+    async fn forwarded_for_is_believed_only_from_trusted_proxies(b: Backend) {
+        // The test client connects from 127.0.0.1; first it is nobody's proxy.
+        let app = TestApp::spawn(b).await;
+        app.register("alice", "correct horse").await;
+        let login_via = |xff: &'static str| {
+            app.send(app.client.post(format!("{}/login", app.public)).header("x-forwarded-for", xff).json(&json!({"username": "alice", "password": "correct horse"})))
+        };
+        let r = login_via("203.0.113.7").await;
+        assert_eq!(session_ips(&app, &r.str("access_token")).await, ["127.0.0.1"]);
+
+        // Behind a trusted proxy, the rightmost untrusted hop is the client; what the client
+        // wrote further left (a spoofed address, garbage) is ignored.
+        let app = app.restart_with(&[("AUTH__SERVER__TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]).await;
+        let login_via = |xff: &'static str| {
+            app.send(app.client.post(format!("{}/login", app.public)).header("x-forwarded-for", xff).json(&json!({"username": "alice", "password": "correct horse"})))
+        };
+        login_via("6.6.6.6, not-an-ip, 198.51.100.9").await;
+        let r = login_via("1.1.1.1, 203.0.113.7, 10.1.2.3").await;
+        assert_eq!(session_ips(&app, &r.str("access_token")).await, ["127.0.0.1", "198.51.100.9", "203.0.113.7"]);
+
+        // So a spoofed leftmost address cannot dodge the per-address limit.
+        let app = app.restart_with(&[("AUTH__LOGIN__MAX_FAILURES_PER_IP", "2")]).await;
+        for (i, spoof) in ["1.1.1.1", "2.2.2.2", "3.3.3.3"].iter().enumerate() {
+            let r = app.send(app.client.post(format!("{}/login", app.public)).header("x-forwarded-for", format!("{spoof}, 198.51.100.9")).json(&json!({"username": format!("nobody{i}"), "password": "wrong guess"}))).await;
+            assert_eq!(r.status, if i < 2 { 401 } else { 429 }, "{}", r.body);
+        }
     }
 }

@@ -20,6 +20,17 @@ both_backends! {
         assert_eq!(app.refresh(&other_rt).await.status, 200);
     }
 
+    async fn an_expired_token_of_an_ended_session_is_reported_revoked(b: Backend) {
+        let app = TestApp::spawn_with(b, &[("AUTH__TOKENS__ACCESS_TTL", "1s"), ("AUTH__TOKENS__LEEWAY", "0s")]).await;
+        let (ended_at, rt) = app.signed_in("alice").await;
+        let (live_at, _) = app.signed_in("bob").await;
+        assert_eq!(app.post("/logout", json!({"refresh_token": rt})).await.status, 204);
+        sleep_secs(2.1).await;
+        // "expired" would send the client to /refresh, which can only fail: say "revoked".
+        assert_eq!(app.verify(&ended_at).await.body["error"], "token_revoked");
+        assert_eq!(app.verify(&live_at).await.body["error"], "token_expired");
+    }
+
     async fn revocations_survive_a_restart(b: Backend) {
         let app = TestApp::spawn(b).await;
         let (at, rt) = app.signed_in("alice").await;

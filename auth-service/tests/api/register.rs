@@ -2,6 +2,25 @@ use crate::support::*;
 use serde_json::json;
 
 both_backends! {
+    async fn registrations_per_address_are_bounded(b: Backend) {
+        let app = TestApp::spawn_with(b, &[("AUTH__REGISTER__MAX_PER_IP", "3"), ("AUTH__REGISTER__WINDOW", "2s")]).await;
+        // Invalid requests are refused before they cost a hash, and do not count.
+        for _ in 0..5 {
+            app.register("x", "password1").await.assert_error(400, "validation_failed");
+        }
+        assert_eq!(app.register("user1", "password1").await.status, 201);
+        assert_eq!(app.register("user2", "password1").await.status, 201);
+        // Probing a taken name counts like a registration.
+        app.register("user1", "password1").await.assert_error(409, "username_taken");
+        let r = app.register("user3", "password1").await;
+        r.assert_error(429, "too_many_attempts");
+        assert!(r.header("retry-after").is_some());
+        // Logging in is a separate budget.
+        assert_eq!(app.login("user1", "password1").await.status, 200);
+        sleep_secs(2.1).await;
+        assert_eq!(app.register("user3", "password1").await.status, 201);
+    }
+
     async fn creates_user(b: Backend) {
         let app = TestApp::spawn(b).await;
         let r = app

@@ -125,6 +125,8 @@ fn base_env(data_dir: &std::path::Path, db_url: &str) -> HashMap<String, String>
         ("AUTH__PASSWORD__MEMORY_KIB", "256".into()),
         ("AUTH__PASSWORD__ITERATIONS", "1".into()),
         ("AUTH__TOKENS__LEEWAY", "0s".into()),
+        // Tests register many users from 127.0.0.1; register.rs tests the limit itself.
+        ("AUTH__REGISTER__MAX_PER_IP", "10000".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
