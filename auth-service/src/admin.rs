@@ -367,6 +367,7 @@ impl AuthService {
             .db
             .run(move |conn| {
                 conn.write_transaction(|conn| {
+                    still_admin(conn, Some(&admin.id))?;
                     store::find_user(conn, &target)?.ok_or(Error::NotFound)?;
                     let ended = store::revoke_user_sessions(
                         conn,

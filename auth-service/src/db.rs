@@ -151,7 +151,18 @@ fn prepare(settings: &Settings) -> Result<DatabaseUrl, Error> {
             .open(path)
         {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(meta) = std::fs::metadata(path)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    log::warn!(
+                        "database file {path} is open to other users (mode {:o}) and holds \
+                         password hashes; consider chmod 600 (and its -wal and -shm files)",
+                        meta.permissions().mode() & 0o777
+                    );
+                }
+            }
             Err(e) => {
                 return Err(Error::Internal(format!(
                     "cannot create database file {path}: {e}"

@@ -94,11 +94,14 @@ impl FromRequest for ClientInfo {
             .map(|s| s.trusted_proxies.as_slice())
             .unwrap_or_default();
         let ip = req.peer_addr().map(|peer| {
-            let forwarded = req
+            // Lossy, not `to_str`: a client must not be able to make the whole header (and
+            // the address its proxy appended to it) vanish with one non-ASCII byte.
+            let forwarded: Vec<std::borrow::Cow<'_, str>> = req
                 .headers()
                 .get_all("x-forwarded-for")
-                .filter_map(|v| v.to_str().ok());
-            client_ip(peer.ip(), forwarded, trusted).to_string()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .collect();
+            client_ip(peer.ip(), forwarded.iter().map(|v| v.as_ref()), trusted).to_string()
         });
         let user_agent = req
             .headers()

@@ -235,28 +235,26 @@ fn load_or_generate(
             })?;
     }
     let material = generate(alg)?;
+    let mut contents = material.expose_secret().as_bytes().to_vec();
+    contents.push(b'\n');
     // Written whole to a private temporary file, then linked into place: an instance sharing
     // the directory never reads a half-written key, and a crash leaves no empty key file.
     let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
-    let cannot_write = |e: std::io::Error| {
-        SettingsError(format!("{setting}: cannot write {}: {e}", tmp.display()))
-    };
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(material.expose_secret().as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()
+    let placed =
+        write_private_new(&tmp, &contents).and_then(|()| match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                log::warn!(
+                    "cannot hard-link in {} ({e}); writing {setting}'s key in place",
+                    path.parent().unwrap_or(path).display()
+                );
+                write_private_new(path, &contents)
+            }
+            other => other,
         });
-    let linked = written
-        .map_err(cannot_write)
-        .map(|()| std::fs::hard_link(&tmp, path));
-    // The temporary name goes whatever happened; the key lives on under `path` if linked.
+    // The temporary name goes whatever happened; the key lives on under `path` if placed.
     let _ = std::fs::remove_file(&tmp);
-    match linked? {
+    contents.fill(0);
+    match placed {
         Ok(()) => {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
@@ -277,6 +275,17 @@ fn load_or_generate(
             path.display()
         ))),
     }
+}
+
+/// Creates `path` (it must not exist) readable by this user only, with `contents`, on disk.
+fn write_private_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
 }
 
 fn generated_access_key_path(dir: &Path, alg: SigningAlgorithm) -> PathBuf {

@@ -240,14 +240,16 @@ impl AuthService {
             Some(e) => Some(normalize_email(e)?),
             None => None,
         };
-        // Every registration costs a password hash: bound them per address.
-        let ip = client.ip.clone().unwrap_or_default();
-        let attempt = self
-            .register_throttle
-            .as_ref()
-            .map(|t| t.begin(&ip, "", now()))
-            .transpose()
-            .map_err(Error::TooManyAttempts)?;
+        // Every registration costs a password hash: bound them per address. Counted as it
+        // starts and whatever its outcome (a taken name is a probe; a request abandoned
+        // mid-way may still have created the user).
+        if let Some(throttle) = &self.register_throttle {
+            let ip = client.ip.clone().unwrap_or_default();
+            throttle
+                .begin(&ip, "", now())
+                .map_err(Error::TooManyAttempts)?
+                .keep();
+        }
         let hash = self.passwords.hash(input.password).await?;
         let ts = now();
         let user = UserRow {
@@ -261,7 +263,7 @@ impl AuthService {
             created_at: ts,
             updated_at: ts,
         };
-        let inserted = self
+        let user = self
             .db
             .run(move |conn| {
                 conn.write_transaction(|conn| {
@@ -271,14 +273,7 @@ impl AuthService {
                     Ok(user)
                 })
             })
-            .await;
-        // A registration or a probe of a taken name counts; a failure of ours does not.
-        if let Some(attempt) = attempt
-            && !matches!(inserted, Err(Error::Internal(_) | Error::Unavailable(_)))
-        {
-            attempt.keep();
-        }
-        let user = inserted?;
+            .await?;
         log::info!("user registered: user_id={}", user.id);
         Ok(UserView::from(&user))
     }

@@ -18,6 +18,7 @@ pub const ENV_PREFIX: &str = "AUTH";
 pub struct SettingsError(pub String);
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Directory for the SQLite database and generated keys.
     pub data_dir: PathBuf,
@@ -33,6 +34,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RegisterSettings {
     /// Registrations from one address within `window` (each costs a password hash); 0 means
     /// no limit.
@@ -42,6 +44,7 @@ pub struct RegisterSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoginSettings {
     /// Failed attempts for one account from one address within `failure_window` before
     /// further attempts are refused with 429.
@@ -53,6 +56,7 @@ pub struct LoginSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetentionSettings {
     /// Audit rows older than this are deleted by `prune`.
     #[serde(with = "humantime_serde")]
@@ -65,6 +69,7 @@ pub struct RetentionSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RevocationSettings {
     /// How often the revocation index picks up revocations made elsewhere (other instances,
     /// the command line) from the database.
@@ -73,6 +78,7 @@ pub struct RevocationSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `sqlite://PATH`, `sqlite::memory:` or `postgres://…`. Unset: a SQLite file in `data_dir`.
     pub url: Option<SecretString>,
@@ -85,6 +91,7 @@ pub struct DatabaseSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub public_addr: String,
     pub internal_addr: String,
@@ -113,6 +120,7 @@ impl ServerSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenSettings {
     #[serde(with = "humantime_serde")]
     pub access_ttl: Duration,
@@ -150,6 +158,7 @@ impl SigningAlgorithm {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeySettings {
     /// Algorithm of the access-token signing key.
     pub algorithm: SigningAlgorithm,
@@ -169,6 +178,7 @@ pub struct KeySettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VerificationKeySettings {
     pub kid: String,
     pub algorithm: SigningAlgorithm,
@@ -178,6 +188,7 @@ pub struct VerificationKeySettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PasswordSettings {
     /// Argon2id memory cost in KiB.
     pub memory_kib: u32,
@@ -652,6 +663,28 @@ mod tests {
         )]))
         .unwrap_err();
         assert!(e.to_string().contains("server.trusted_proxies"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        // A typo, or a key that no longer exists, must not be silently ignored.
+        for (var, key) in [
+            ("AUTH__SERVER__TRUST_FORWARDED_FOR", "trust_forwarded_for"),
+            ("AUTH__TOKENS__ACESS_TTL", "acess_ttl"),
+            ("AUTH__NOPE", "nope"),
+        ] {
+            let e = Settings::load(&env(&[(var, "1")])).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auth.toml");
+        std::fs::write(&file, "[login]\nmax_failure = 3\n").unwrap();
+        let e = Settings::load(&Sources {
+            file: Some(file),
+            env: HashMap::new(),
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("max_failure"), "{e}");
     }
 
     #[test]

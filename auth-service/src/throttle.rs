@@ -25,11 +25,25 @@ pub struct LoginThrottle {
 }
 
 fn account_key(ip: &str, login: &str) -> String {
-    format!("a:{ip}|{}", login.to_lowercase())
+    format!("a:{}|{}", source(ip), login.to_lowercase())
 }
 
 fn address_key(ip: &str) -> String {
-    format!("i:{ip}")
+    format!("i:{}", source(ip))
+}
+
+/// What one client controls: an IPv4 address, or an IPv6 /64 (a single host is routinely
+/// given a whole /64, so per-address limits on full IPv6 addresses would be no limit).
+fn source(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            match ipnet::Ipv6Net::new(v6, 64) {
+                Ok(net) => net.trunc().to_string(),
+                Err(_) => ip.to_string(),
+            }
+        }
+        _ => ip.to_string(),
+    }
 }
 
 /// One counted attempt. Dropped without a verdict, it gives its count back.
@@ -140,14 +154,16 @@ impl LoginThrottle {
         if map.len() + 2 <= self.max_entries {
             return;
         }
-        let mut starts: Vec<i64> = map.values().map(|(start, _)| *start).collect();
-        if starts.is_empty() {
-            return;
+        // Exactly the oldest tenth, whatever the ties (window starts are whole seconds).
+        let mut by_age: Vec<(i64, String)> = map
+            .iter()
+            .map(|(key, (start, _))| (*start, key.clone()))
+            .collect();
+        by_age.sort_unstable();
+        let cut = (self.max_entries / 10).max(2);
+        for (_, key) in by_age.into_iter().take(cut) {
+            map.remove(&key);
         }
-        let cut = (self.max_entries / 10).max(2).min(starts.len() - 1);
-        let (_, threshold, _) = starts.select_nth_unstable(cut);
-        let threshold = *threshold;
-        map.retain(|_, (start, _)| *start > threshold);
     }
 
     /// Forgets windows that have ended.
@@ -203,6 +219,36 @@ mod tests {
         assert!(t.begin("1.1.1.1", "alice", 1).is_ok());
         // The address keeps only the failures.
         assert_eq!(t.lock().get("i:1.1.1.1").map(|s| s.1), Some(2));
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_source() {
+        let t = LoginThrottle::new(60, 2, 3);
+        t.begin("2001:db8:1:2::1", "alice", 0).unwrap().failed();
+        t.begin("2001:db8:1:2:ffff::9", "alice", 0)
+            .unwrap()
+            .failed();
+        assert!(t.begin("2001:db8:1:2:abcd::", "alice", 0).is_err());
+        t.begin("2001:db8:1:2::7", "bob", 0).unwrap().failed();
+        assert!(t.begin("2001:db8:1:2::8", "carol", 0).is_err());
+        // The neighbouring /64 and IPv4 addresses are their own sources.
+        assert!(t.begin("2001:db8:1:3::1", "alice", 0).is_ok());
+        assert!(t.begin("192.0.2.1", "alice", 0).is_ok());
+        assert!(t.begin("192.0.2.2", "alice", 0).is_ok());
+    }
+
+    #[test]
+    fn eviction_drops_only_the_oldest_even_with_ties() {
+        let mut t = LoginThrottle::new(60, 3, 1000);
+        t.max_entries = 50;
+        // 48 entries all started in the same second, then more arrive.
+        for i in 0..24 {
+            t.begin(&format!("10.0.0.{i}"), "x", 7).unwrap().failed();
+        }
+        t.begin("10.0.1.1", "x", 8).unwrap().failed();
+        let left = t.lock().len();
+        assert!((40..=50).contains(&left), "{left}");
+        assert!(t.lock().contains_key("i:10.0.1.1"));
     }
 
     #[test]

@@ -152,8 +152,11 @@ both_backends! {
             app.send(app.client.post(format!("{}/login", app.public)).header("x-forwarded-for", xff).json(&json!({"username": "alice", "password": "correct horse"})))
         };
         login_via("6.6.6.6, not-an-ip, 198.51.100.9").await;
+        // A byte that is not ASCII, written by the client, does not hide what the proxy appended.
+        let r = app.send(app.client.post(format!("{}/login", app.public)).header("x-forwarded-for", reqwest::header::HeaderValue::from_bytes(b"6.6.6.\xff, 198.51.100.9").unwrap()).json(&json!({"username": "alice", "password": "correct horse"}))).await;
+        assert_eq!(session_ips(&app, &r.str("access_token")).await.iter().filter(|ip| *ip == "198.51.100.9").count(), 2);
         let r = login_via("1.1.1.1, 203.0.113.7, 10.1.2.3").await;
-        assert_eq!(session_ips(&app, &r.str("access_token")).await, ["127.0.0.1", "198.51.100.9", "203.0.113.7"]);
+        assert_eq!(session_ips(&app, &r.str("access_token")).await, ["127.0.0.1", "198.51.100.9", "198.51.100.9", "203.0.113.7"]);
 
         // So a spoofed leftmost address cannot dodge the per-address limit.
         let app = app.restart_with(&[("AUTH__LOGIN__MAX_FAILURES_PER_IP", "2")]).await;
