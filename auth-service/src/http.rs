@@ -73,13 +73,16 @@ async fn not_found() -> Result<HttpResponse, Error> {
     Err(Error::NotFound)
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, Error> {
-    Err(Error::MethodNotAllowed)
-}
-
-/// A resource that answers 405 in the error shape for methods it does not route.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A resource that answers 405 in the error shape, with the `Allow` header RFC 9110 asks
+/// for, to methods it does not route. `allow` lists the methods it does.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        let mut response = Error::MethodNotAllowed.error_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        response
+    }))
 }
 
 // ---- client info -------------------------------------------------------------------------
@@ -432,8 +435,8 @@ async fn readyz(state: State) -> Result<HttpResponse, Error> {
 
 fn health_routes() -> impl HttpServiceFactory {
     (
-        resource("/healthz").route(web::get().to(healthz)),
-        resource("/readyz").route(web::get().to(readyz)),
+        resource("/healthz", "GET").route(web::get().to(healthz)),
+        resource("/readyz", "GET").route(web::get().to(readyz)),
     )
 }
 
@@ -442,22 +445,25 @@ pub fn configure_public(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())
         .app_data(path_config())
         .app_data(query_config())
-        .service(resource("/register").route(web::post().to(register)))
-        .service(resource("/login").route(web::post().to(login)))
-        .service(resource("/refresh").route(web::post().to(refresh)))
-        .service(resource("/logout").route(web::post().to(logout)))
-        .service(resource("/logout/all").route(web::post().to(logout_all)))
-        .service(resource("/me").route(web::get().to(me)))
-        .service(resource("/me/password").route(web::put().to(change_password)))
-        .service(resource("/me/sessions").route(web::get().to(my_sessions)))
-        .service(resource("/me/sessions/{id}").route(web::delete().to(end_my_session)))
-        .service(resource("/admin/users").route(web::get().to(admin_users)))
-        .service(resource("/admin/users/{id}").route(web::get().to(admin_user)))
-        .service(resource("/admin/users/{id}/roles").route(web::put().to(admin_roles)))
-        .service(resource("/admin/users/{id}/disable").route(web::post().to(admin_disable)))
-        .service(resource("/admin/users/{id}/enable").route(web::post().to(admin_enable)))
-        .service(resource("/admin/users/{id}/sessions").route(web::delete().to(admin_end_sessions)))
-        .service(resource("/admin/audit").route(web::get().to(admin_audit)))
+        .service(resource("/register", "POST").route(web::post().to(register)))
+        .service(resource("/login", "POST").route(web::post().to(login)))
+        .service(resource("/refresh", "POST").route(web::post().to(refresh)))
+        .service(resource("/logout", "POST").route(web::post().to(logout)))
+        .service(resource("/logout/all", "POST").route(web::post().to(logout_all)))
+        .service(resource("/me", "GET").route(web::get().to(me)))
+        .service(resource("/me/password", "PUT").route(web::put().to(change_password)))
+        .service(resource("/me/sessions", "GET").route(web::get().to(my_sessions)))
+        .service(resource("/me/sessions/{id}", "DELETE").route(web::delete().to(end_my_session)))
+        .service(resource("/admin/users", "GET").route(web::get().to(admin_users)))
+        .service(resource("/admin/users/{id}", "GET").route(web::get().to(admin_user)))
+        .service(resource("/admin/users/{id}/roles", "PUT").route(web::put().to(admin_roles)))
+        .service(resource("/admin/users/{id}/disable", "POST").route(web::post().to(admin_disable)))
+        .service(resource("/admin/users/{id}/enable", "POST").route(web::post().to(admin_enable)))
+        .service(
+            resource("/admin/users/{id}/sessions", "DELETE")
+                .route(web::delete().to(admin_end_sessions)),
+        )
+        .service(resource("/admin/audit", "GET").route(web::get().to(admin_audit)))
         .service(health_routes())
         .default_service(web::to(not_found));
 }
@@ -580,7 +586,7 @@ pub fn configure_internal(cfg: &mut web::ServiceConfig) {
         .app_data(path_config())
         .app_data(query_config())
         .service(
-            resource("/verify")
+            resource("/verify", "GET, POST")
                 .app_data(verify_json_config())
                 .route(web::get().to(verify_get))
                 .route(web::post().to(verify_post)),

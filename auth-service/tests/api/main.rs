@@ -14,6 +14,7 @@ mod cli;
 mod keys;
 mod login;
 mod logout;
+mod openapi;
 mod refresh;
 mod register;
 mod verify;
