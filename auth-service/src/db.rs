@@ -123,27 +123,24 @@ fn prepare(settings: &Settings) -> Result<DatabaseUrl, Error> {
         DatabaseUrl::parse(&settings.database_url()).map_err(|e| Error::Internal(e.to_string()))?;
     if let DatabaseUrl::Sqlite(path) = &url
         && !url.is_memory()
-        && let Some(parent) = std::path::Path::new(path).parent()
-        && !parent.as_os_str().is_empty()
     {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(|e| {
-                Error::Internal(format!(
-                    "cannot create database directory {}: {e}",
-                    parent.display()
-                ))
-            })?;
-    }
-    // The database holds password hashes: create it readable by this user only (SQLite would
-    // create it 0644, and gives its -wal and -shm files the database file's mode).
-    if let DatabaseUrl::Sqlite(path) = &url
-        && !url.is_memory()
-    {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| {
+                    Error::Internal(format!(
+                        "cannot create database directory {}: {e}",
+                        parent.display()
+                    ))
+                })?;
+        }
+        // The database holds password hashes: create it readable by this user only (SQLite
+        // would create it 0644, and gives its -wal and -shm files the database file's mode).
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

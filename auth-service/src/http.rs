@@ -98,13 +98,13 @@ impl FromRequest for ClientInfo {
             .unwrap_or_default();
         let ip = req.peer_addr().map(|peer| {
             // Lossy, not `to_str`: a client must not be able to make the whole header (and
-            // the address its proxy appended to it) vanish with one non-ASCII byte.
-            let forwarded: Vec<std::borrow::Cow<'_, str>> = req
+            // the address its proxy appended to it) vanish with one non-ASCII byte. Lazy:
+            // read only when the peer is a trusted proxy.
+            let forwarded = req
                 .headers()
                 .get_all("x-forwarded-for")
-                .map(|v| String::from_utf8_lossy(v.as_bytes()))
-                .collect();
-            client_ip(peer.ip(), forwarded.iter().map(|v| v.as_ref()), trusted).to_string()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()));
+            client_ip(peer.ip(), forwarded, trusted).to_string()
         });
         let user_agent = req
             .headers()
@@ -120,9 +120,9 @@ impl FromRequest for ClientInfo {
 /// walking the list right to left, the first address that is not a trusted proxy is the one
 /// that connected to the outermost trusted proxy. Everything left of it was written by the
 /// client and is ignored. `Forwarded` is ignored too (proxies pass it through unchanged).
-pub fn client_ip<'a>(
+pub fn client_ip<S: AsRef<str>>(
     peer: IpAddr,
-    forwarded_for: impl Iterator<Item = &'a str>,
+    forwarded_for: impl Iterator<Item = S>,
     trusted: &[ipnet::IpNet],
 ) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
@@ -130,7 +130,8 @@ pub fn client_ip<'a>(
     if !is_trusted(&client) {
         return client;
     }
-    let hops: Vec<&str> = forwarded_for.flat_map(|v| v.split(',')).collect();
+    let values: Vec<S> = forwarded_for.collect();
+    let hops: Vec<&str> = values.iter().flat_map(|v| v.as_ref().split(',')).collect();
     for hop in hops.iter().rev() {
         match parse_hop(hop.trim()) {
             Some(ip) => {
@@ -664,6 +665,6 @@ mod tests {
             client_ip(peer, ["10.0.0.7, 10.0.0.8"].into_iter(), &trusted),
             ip("10.0.0.7")
         );
-        assert_eq!(client_ip(peer, std::iter::empty(), &trusted), peer);
+        assert_eq!(client_ip(peer, std::iter::empty::<&str>(), &trusted), peer);
     }
 }
