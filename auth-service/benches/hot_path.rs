@@ -9,11 +9,13 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use auth_service::keys::Keys;
-use auth_service::password::Passwords;
-use auth_service::revocation::RevokedSessions;
-use auth_service::settings::{Settings, Sources};
-use auth_service::tokens::{Expiry, Tokens};
+use auth_service::config::{Settings, Sources};
+use auth_service::domain::{Clock, SystemClock};
+use auth_service::model::{SessionId, TokenId, UserId};
+use auth_service::security::keys::Keys;
+use auth_service::security::passwords::Passwords;
+use auth_service::security::revocation::RevokedSessions;
+use auth_service::security::tokens::{AccessGrant, Expiry, RefreshGrant, Tokens};
 use criterion::{Criterion, criterion_group, criterion_main};
 use secrecy::SecretString;
 
@@ -29,51 +31,59 @@ fn settings(dir: &std::path::Path, alg: &str) -> Settings {
 }
 
 fn now() -> i64 {
-    auth_service::service::now()
+    SystemClock.now()
+}
+
+fn grant(sub: UserId, sid: SessionId) -> AccessGrant<'static> {
+    AccessGrant {
+        user_id: sub,
+        username: "alice",
+        roles: vec!["user".to_string(), "admin".to_string()],
+        session_id: sid,
+    }
 }
 
 fn tokens(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sub = uuid::Uuid::new_v4().to_string();
-    let sid = uuid::Uuid::new_v4().to_string();
+    let sub = UserId::random();
+    let sid = SessionId::random();
     for alg in ["EdDSA", "ES256", "HS256"] {
         let s = settings(&dir.path().join(alg), alg);
         let t = Tokens::new(Keys::load(&s).expect("keys"), &s.tokens);
-        let roles = vec!["user".to_string(), "admin".to_string()];
-        let at = t
-            .issue_access(&sub, "alice", roles.clone(), &sid, now())
-            .expect("issue")
-            .token;
+        let at = t.issue_access(grant(sub, sid), now()).expect("issue");
         c.bench_function(&format!("check_access/{alg}"), |b| {
             b.iter(|| {
-                t.check_access(black_box(&at), Expiry::Enforce)
+                t.check_access(black_box(&at), Expiry::Enforce, now())
                     .expect("valid")
             })
         });
         c.bench_function(&format!("issue_access/{alg}"), |b| {
-            b.iter(|| {
-                t.issue_access(&sub, "alice", roles.clone(), &sid, now())
-                    .expect("issue")
-            })
+            b.iter(|| t.issue_access(grant(sub, sid), now()).expect("issue"))
         });
     }
     let s = settings(&dir.path().join("rt"), "EdDSA");
     let t = Tokens::new(Keys::load(&s).expect("keys"), &s.tokens);
-    let jti = uuid::Uuid::new_v4().to_string();
+    let jti = TokenId::random();
     c.bench_function("sign_refresh/HS256", |b| {
         b.iter(|| {
-            t.sign_refresh(&jti, &sid, &sub, now(), now() + 60)
-                .expect("sign")
+            t.sign_refresh(&RefreshGrant {
+                jti,
+                session_id: sid,
+                user_id: sub,
+                issued_at: now(),
+                expires_at: now() + 60,
+            })
+            .expect("sign")
         })
     });
 }
 
 fn revocation_index(c: &mut Criterion) {
-    let index = RevokedSessions::new();
+    let index = RevokedSessions::new(i64::MAX / 4);
     for _ in 0..100_000 {
-        index.revoke(&uuid::Uuid::new_v4().to_string(), i64::MAX);
+        index.record(SessionId::random(), now());
     }
-    let absent = uuid::Uuid::new_v4().to_string();
+    let absent = SessionId::random();
     c.bench_function("revocation_lookup/100k_entries", |b| {
         b.iter(|| index.is_revoked(black_box(&absent)))
     });

@@ -1,20 +1,23 @@
 //! A standalone token service: log-in, short-lived access tokens, rotating refresh tokens with
 //! reuse detection, and a database-free `/verify` for resource servers.
+//!
+//! The layers, top to bottom; each module imports only from those below it:
+//!
+//! * [`cli`], [`server`]: the entry points (the command line; assembling and running the
+//!   listeners).
+//! * [`http`]: routes, extractors, wire types, and the one error → status table.
+//! * [`domain`]: the operations (sessions, accounts, administration, audit, maintenance)
+//!   and their rules, the clock, the domain error.
+//! * [`storage`] (the database) and [`security`] (keys, tokens, password hashing,
+//!   throttles, the revocation index), side by side.
+//! * [`model`]: typed ids, roles, client info — the vocabulary all layers share.
+//! * [`config`]: typed settings.
 
-pub mod account;
-pub mod admin;
-pub mod audit;
-pub mod commands;
-pub mod db;
-pub mod error;
+pub mod cli;
+pub mod config;
+pub mod domain;
 pub mod http;
-pub mod keys;
-pub mod password;
-pub mod revocation;
-pub mod schema;
+pub mod model;
+pub mod security;
 pub mod server;
-pub mod service;
-pub mod settings;
-pub mod store;
-pub mod throttle;
-pub mod tokens;
+pub mod storage;

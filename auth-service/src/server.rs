@@ -1,4 +1,5 @@
-//! Assembles the service from its settings and runs the two listeners.
+//! Assembles the service from its settings (storage, keys, the domain's services, the HTTP
+//! routes) and runs the two listeners and the background tasks.
 
 use std::net::SocketAddr;
 
@@ -7,11 +8,29 @@ use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, Logger};
 use actix_web::{App, HttpServer, web};
 
-use crate::db::Database;
-use crate::error::Error;
+use crate::config::Settings;
+use crate::domain::{Services, SharedClock, SystemClock};
 use crate::http::{AppState, configure_internal, configure_public};
-use crate::service::AuthService;
-use crate::settings::Settings;
+use crate::security::keys::Keys;
+use crate::storage::Database;
+
+/// Why the service could not start; printed with its cause by the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Settings(#[from] crate::config::SettingsError),
+    #[error("{0}")]
+    Domain(#[from] crate::domain::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("a start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
 
 /// Both listeners, running.
 pub struct RunningServer {
@@ -46,10 +65,19 @@ impl RunningServer {
     }
 }
 
+/// [`start_with_clock`] with the system clock.
+pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
+    start_with_clock(settings, SystemClock::shared()).await
+}
+
 /// Connects to the database, applies migrations, loads keys and the revocation index, binds
-/// both listeners and starts serving. Must be called inside an actix (tokio) runtime.
-pub async fn start(settings: Settings) -> Result<RunningServer, Error> {
-    let db = {
+/// both listeners and starts serving, every operation reading the time from `clock`. Must be
+/// called inside an actix (tokio) runtime.
+pub async fn start_with_clock(
+    settings: Settings,
+    clock: SharedClock,
+) -> Result<RunningServer, StartError> {
+    let (db, keys) = {
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || {
             let db = Database::connect(&settings)?;
@@ -57,31 +85,26 @@ pub async fn start(settings: Settings) -> Result<RunningServer, Error> {
             if !applied.is_empty() {
                 log::info!("applied migrations: {}", applied.join(", "));
             }
-            Ok::<_, Error>(db)
+            let keys = Keys::load(&settings)?;
+            Ok::<_, StartError>((db, keys))
         })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??
+        .await??
     };
     log::info!("database backend: {}", db.backend());
-    let auth = {
+    let services = {
         let settings = settings.clone();
-        tokio::task::spawn_blocking(move || AuthService::new(&settings, db))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??
+        // Building the password hasher computes one hash: off the async workers.
+        tokio::task::spawn_blocking(move || Services::new(&settings, db, keys, clock)).await??
     };
-    let loaded = auth.sync_revocations().await?;
+    let loaded = services.maintenance.sync_revocations().await?;
     log::info!("revocation index loaded: {loaded} recently revoked session(s)");
 
     let state = web::Data::new(AppState {
-        auth,
-        trusted_proxies: settings
-            .server
-            .trusted_proxies()
-            .map_err(|e| Error::Internal(format!("server.trusted_proxies: {e}")))?,
+        services,
+        trusted_proxies: settings.server.trusted_proxies.clone(),
     });
 
-    let bind_err =
-        |addr: &str, e: std::io::Error| Error::Internal(format!("cannot listen on {addr}: {e}"));
+    let bind_err = |addr: SocketAddr, source: std::io::Error| StartError::Bind { addr, source };
     let workers = settings
         .server
         .workers
@@ -98,9 +121,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, Error> {
             .configure(configure_public)
     })
     .workers(workers)
-    .bind(&settings.server.public_addr)
-    .map_err(|e| bind_err(&settings.server.public_addr, e))?;
-    let public_addr = first_addr(&public.addrs(), &settings.server.public_addr)?;
+    .bind(settings.server.public_addr)
+    .map_err(|e| bind_err(settings.server.public_addr, e))?;
+    let public_addr = first_addr(&public.addrs(), settings.server.public_addr);
 
     let internal_state = state.clone();
     let internal = HttpServer::new(move || {
@@ -110,9 +133,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, Error> {
             .configure(configure_internal)
     })
     .workers(workers)
-    .bind(&settings.server.internal_addr)
-    .map_err(|e| bind_err(&settings.server.internal_addr, e))?;
-    let internal_addr = first_addr(&internal.addrs(), &settings.server.internal_addr)?;
+    .bind(settings.server.internal_addr)
+    .map_err(|e| bind_err(settings.server.internal_addr, e))?;
+    let internal_addr = first_addr(&internal.addrs(), settings.server.internal_addr);
 
     let public = public.run();
     let internal = internal.run();
@@ -121,27 +144,28 @@ pub async fn start(settings: Settings) -> Result<RunningServer, Error> {
 
     // Keep the revocation index current (other instances, the command line) and small.
     let sync_state = state.clone();
-    let poll = settings.revocation.poll_interval;
+    let poll = settings.revocation.poll_interval.get();
     actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = sync_state.auth.sync_revocations().await {
+            let maintenance = &sync_state.services.maintenance;
+            if let Err(e) = maintenance.sync_revocations().await {
                 log::warn!("revocation sync failed (index kept as is): {e}");
             }
-            sync_state.auth.prune_memory();
+            maintenance.prune_memory();
         }
     });
     // Retention: old audit rows, expired refresh tokens, dead sessions.
     let prune_state = state.clone();
-    let every = settings.retention.interval;
+    let every = settings.retention.interval.get();
     actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match prune_state.auth.prune().await {
+            match prune_state.services.maintenance.prune().await {
                 Ok(p) => log::info!(
                     "pruned {} audit event(s), {} refresh token(s), {} session(s)",
                     p.audit_events,
@@ -171,9 +195,7 @@ fn no_store() -> DefaultHeaders {
         .add((header::PRAGMA, "no-cache"))
 }
 
-fn first_addr(addrs: &[SocketAddr], configured: &str) -> Result<SocketAddr, Error> {
-    addrs
-        .first()
-        .copied()
-        .ok_or_else(|| Error::Internal(format!("no address bound for {configured}")))
+/// The address actually bound (the configured one, with the port the OS chose for `:0`).
+fn first_addr(addrs: &[SocketAddr], configured: SocketAddr) -> SocketAddr {
+    addrs.first().copied().unwrap_or(configured)
 }

@@ -122,9 +122,9 @@ both_backends! {
         // Demote Bob behind the service's back: no session revocation, his token still says admin.
         let id = bob_id.clone();
         app.with_db(move |conn| {
-            use auth_service::schema::users;
+            use auth_service::storage::schema::user_roles;
             use diesel::prelude::*;
-            diesel::update(users::table.find(id)).set(users::roles.eq("user")).execute(conn)?;
+            diesel::delete(user_roles::table.filter(user_roles::user_id.eq(id)).filter(user_roles::role.eq("admin"))).execute(conn)?;
             Ok(())
         })
         .await;
@@ -139,20 +139,24 @@ both_backends! {
         let (bob_id, _, _) = app.admin("bob").await;
         let (_, root_at, _) = app.admin("root").await;
         let carol = app.register("carol", "correct horse battery").await.str("id");
-        let (actor, target) = (bob_id.clone(), carol.clone());
+        let actor = auth_service::model::UserId::parse(&bob_id).unwrap();
+        let target = auth_service::model::UserId::parse(&carol).unwrap();
+        let now = app.now();
         let refused = app
             .with_db(move |conn| {
-                use auth_service::admin::{apply_disabled, apply_roles};
-                use auth_service::schema::users;
+                use auth_service::domain::admin::{apply_disabled, apply_roles};
+                use auth_service::storage::schema::user_roles;
                 use diesel::prelude::*;
-                diesel::update(users::table.find(&actor)).set(users::roles.eq("user")).execute(conn)?;
-                let client = auth_service::service::ClientInfo::default();
-                let roles = apply_roles(conn, &target, &["admin".to_string()], Some(&actor), &client, 0).err();
-                let disabled = apply_disabled(conn, &target, true, Some(&actor), &client, 0).err();
-                Ok((roles, disabled))
+                diesel::delete(user_roles::table.filter(user_roles::user_id.eq(actor.to_string())).filter(user_roles::role.eq("admin"))).execute(conn)?;
+                let client = auth_service::model::ClientInfo::default();
+                let admin_and_user = auth_service::model::Roles::parse(&["admin", "user"]).unwrap();
+                let roles = apply_roles(conn, target, &admin_and_user, Some(actor), &client, now).err();
+                let disabled = apply_disabled(conn, target, true, Some(actor), &client, now).err();
+                Ok::<_, auth_service::storage::StorageError>((roles, disabled))
             })
             .await;
-        assert!(matches!(refused, (Some(auth_service::error::Error::Forbidden), Some(auth_service::error::Error::Forbidden))), "{refused:?}");
+        use auth_service::domain::Error::Forbidden;
+        assert!(matches!(refused, (Some(Forbidden), Some(Forbidden))), "{refused:?}");
         let carol_now = app.get_as(&format!("/admin/users/{carol}"), &root_at).await;
         assert_eq!(carol_now.body["roles"], json!(["user"]));
         assert_eq!(carol_now.body["disabled"], false);

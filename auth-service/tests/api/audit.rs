@@ -24,7 +24,7 @@ both_backends! {
         app.login("nobody", "another-secret-guess").await.assert_error(401, "invalid_credentials");
         let r = app.refresh(&bob_rt).await;
         assert_eq!(r.status, 200);
-        sleep_secs(1.1).await;
+        app.advance(1);
         app.refresh(&bob_rt).await.assert_error(401, "token_reused");
         let s2 = app.login("bob", "correct horse battery").await;
         let s3 = app.login("bob", "correct horse battery").await;
@@ -123,17 +123,18 @@ both_backends! {
         let (dead_at, _) = app.signed_in("bob").await;
         let (dead_sid, live_sid) = (sid_of(&dead_at), sid_of(&live_at));
         // Age some rows: five old audit events, one long-idle session with an expired token.
+        let now = app.now();
         app.with_db(move |conn| {
-            use auth_service::schema::{audit_events, refresh_tokens, sessions};
+            use auth_service::storage::schema::{audit_events, refresh_tokens, sessions};
             use diesel::prelude::*;
-            let old = auth_service::service::now() - 40 * 86_400;
+            let old = now - 40 * 86_400;
             for _ in 0..5 {
                 diesel::insert_into(audit_events::table)
                     .values((audit_events::at.eq(old), audit_events::kind.eq("login_failed"), audit_events::detail.eq("{}")))
                     .execute(conn)?;
             }
             // Last used 100 days ago: its newest refresh token (90 days) has expired.
-            let idle = auth_service::service::now() - 100 * 86_400;
+            let idle = now - 100 * 86_400;
             diesel::update(sessions::table.find(&dead_sid))
                 .set((sessions::last_used_at.eq(idle), sessions::created_at.eq(idle)))
                 .execute(conn)?;
@@ -143,13 +144,13 @@ both_backends! {
             Ok(())
         })
         .await;
-        let pruned = app.server.state.auth.prune().await.unwrap();
+        let pruned = app.server.state.services.maintenance.prune().await.unwrap();
         assert_eq!(pruned.audit_events, 5);
         assert_eq!(pruned.refresh_tokens, 1);
         assert_eq!(pruned.sessions, 1);
         let (sessions_left, recent_audit) = app
             .with_db(move |conn| {
-                use auth_service::schema::{audit_events, sessions};
+                use auth_service::storage::schema::{audit_events, sessions};
                 use diesel::prelude::*;
                 let s: Vec<String> = sessions::table.select(sessions::id).load(conn)?;
                 let a: i64 = audit_events::table.count().get_result(conn)?;
@@ -161,7 +162,7 @@ both_backends! {
         // The live session is untouched and works.
         assert_eq!(app.refresh(&live_rt).await.status, 200);
         // A second pass finds nothing.
-        let again = app.server.state.auth.prune().await.unwrap();
+        let again = app.server.state.services.maintenance.prune().await.unwrap();
         assert_eq!((again.audit_events, again.refresh_tokens, again.sessions), (0, 0, 0));
     }
 }

@@ -46,7 +46,7 @@ fn check_config_redacts_secrets() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("tokens.access_ttl = 3s"), "{text}");
+    assert!(text.contains("tokens.access_ttl = \"3s\""), "{text}");
     assert!(text.contains("keys.refresh_secret = <redacted>"), "{text}");
     assert!(text.contains("postgres://app:***@db:5432/auth"), "{text}");
     assert!(
@@ -117,6 +117,84 @@ fn bad_configuration_stops_with_the_key_named() {
         !dir.path().join("data").exists(),
         "check-config wrote files"
     );
+}
+
+#[test]
+fn check_config_prints_what_was_configured_and_names_allowed_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .arg("check-config")
+        .env("AUTH__TOKENS__REFRESH_TTL", "90d")
+        .env(
+            "DATABASE_URL",
+            "postgres://app@db/auth?password=hunter2&sslmode=require",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tokens.refresh_ttl = \"90d\""), "{text}");
+    assert!(
+        text.contains("postgres://app@db/auth?password=***&sslmode=require"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    for (key, value, expect) in [
+        (
+            "AUTH__KEYS__ALGORITHM",
+            "RS256",
+            "keys.algorithm: expected one of EdDSA, ES256, HS256",
+        ),
+        (
+            "AUTH__LOGIN__MAX_FAILURES",
+            "-1",
+            "login.max_failures: expected a whole number from 0 to 4294967295",
+        ),
+    ] {
+        let out = command(dir.path())
+            .arg("check-config")
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{key}={value}: {err}");
+    }
+}
+
+#[test]
+fn an_explicit_sqlite_path_needs_an_existing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nonexistent/dir/a.db");
+    let out = command(dir.path())
+        .arg("migrate")
+        .env("DATABASE_URL", format!("sqlite://{}", missing.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(
+        !dir.path().join("nonexistent").exists(),
+        "the directory was created"
+    );
+}
+
+#[test]
+fn user_create_without_a_password_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .args(["user", "create", "--username", "root"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no password was given"), "{err}");
 }
 
 #[test]

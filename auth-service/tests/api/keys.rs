@@ -43,7 +43,7 @@ both_backends! {
             ),
         )
         .unwrap();
-        let new_key = auth_service::keys::generate(auth_service::settings::SigningAlgorithm::EdDSA).unwrap();
+        let new_key = auth_service::security::keys::generate(auth_service::config::SigningAlgorithm::EdDSA).unwrap();
         let new_key = new_key.expose_secret().to_string();
         let app = app
             .restart_with(&[

@@ -3,7 +3,7 @@ use serde_json::json;
 
 async fn hash_of(app: &TestApp) -> String {
     app.with_db(|conn| {
-        use auth_service::schema::users;
+        use auth_service::storage::schema::users;
         use diesel::prelude::*;
         Ok(users::table
             .filter(users::username_key.eq("alice"))
@@ -71,7 +71,7 @@ both_backends! {
         let mallory_id = claims(&mallory_id.str("access_token"))["sub"].as_str().unwrap().to_string();
         app.with_db(move |conn| {
             use diesel::prelude::*;
-            use auth_service::schema::users;
+            use auth_service::storage::schema::users;
             diesel::update(users::table.find(mallory_id)).set(users::disabled.eq(true)).execute(conn)?;
             Ok(())
         })
@@ -117,7 +117,7 @@ both_backends! {
         assert!((1..=2).contains(&wait), "{wait}");
         // Other accounts are unaffected.
         assert_eq!(app.login("bob", "correct horse").await.status, 200);
-        sleep_secs(2.1).await;
+        app.advance(2);
         assert_eq!(app.login("alice", "correct horse").await.status, 200);
     }
 
@@ -164,5 +164,41 @@ both_backends! {
             let r = app.send(app.client.post(format!("{}/login", app.public)).header("x-forwarded-for", format!("{spoof}, 198.51.100.9")).json(&json!({"username": format!("nobody{i}"), "password": "wrong guess"}))).await;
             assert_eq!(r.status, if i < 2 { 401 } else { 429 }, "{}", r.body);
         }
+    }
+
+    async fn a_session_opened_after_a_concurrent_change_sees_it(b: Backend) {
+        // Login reads the account, hashes (slow), then opens the session. Whatever changed in
+        // between is seen by the transaction that opens it: open_session is that last step.
+        use auth_service::model::{ClientInfo, UserId};
+        let app = TestApp::spawn(b).await;
+        let (admin_id, admin_at, _) = app.admin("root").await;
+        let alice = app.register("alice", "correct horse").await.str("id");
+        app.set_roles(&alice, &["editor", "user"]).await;
+        let alice_id = UserId::parse(&alice).unwrap();
+        let sessions = &app.server.state.services.sessions;
+        let client = ClientInfo::default();
+
+        // A role removed meanwhile: the new tokens carry the roles as they are now.
+        let r = app.send(app.authed(reqwest::Method::PUT, &format!("/admin/users/{alice}/roles"), &admin_at).json(&json!({"roles": ["user"]}))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let tokens = sessions.open_session(alice_id, &client).await.unwrap();
+        assert_eq!(claims(&tokens.access_token)["roles"], json!(["user"]));
+
+        // Disabled meanwhile: no session, the same answer as any failed login.
+        let r = app.send(app.authed(reqwest::Method::POST, &format!("/admin/users/{alice}/disable"), &admin_at)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let count_sessions = || {
+            let id = alice.clone();
+            app.with_db(move |conn| {
+                use auth_service::storage::schema::sessions;
+                use diesel::prelude::*;
+                Ok(sessions::table.filter(sessions::user_id.eq(id)).count().get_result::<i64>(conn)?)
+            })
+        };
+        let before = count_sessions().await;
+        let refused = sessions.open_session(alice_id, &client).await;
+        assert!(matches!(refused, Err(auth_service::domain::Error::InvalidCredentials)), "{refused:?}");
+        assert_eq!(count_sessions().await, before, "a session was opened for a disabled user");
+        assert_ne!(admin_id, alice);
     }
 }

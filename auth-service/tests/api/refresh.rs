@@ -75,12 +75,12 @@ both_backends! {
         let app = TestApp::spawn_with(b, &[("AUTH__TOKENS__ACCESS_TTL", "1s"), ("AUTH__TOKENS__REFRESH_TTL", "2s")]).await;
         let (at, rt) = app.signed_in("alice").await;
         assert_eq!(app.verify(&at).await.status, 200);
-        sleep_secs(2.2).await;
+        app.advance(2);
         let v = app.verify(&at).await;
         assert_eq!(v.status, 401);
         assert_eq!(v.body["error"], "token_expired");
         assert!(v.header("www-authenticate").unwrap().contains("token_expired"));
-        sleep_secs(1.0).await;
+        app.advance(1);
         app.refresh(&rt).await.assert_error(401, "token_expired");
     }
 
@@ -88,7 +88,7 @@ both_backends! {
         let app = TestApp::spawn_with(b, &[("AUTH__TOKENS__ACCESS_TTL", "1s")]).await;
         let (at, rt) = app.signed_in("alice").await;
         let (other_at, _) = app.signed_in("bob").await;
-        sleep_secs(2.1).await;
+        app.advance(2);
         assert_eq!(app.verify(&at).await.body["error"], "token_expired");
         // Someone else's access token: refused, and the refresh token is not consumed.
         app.post("/refresh", json!({"refresh_token": rt, "access_token": other_at}))
@@ -124,7 +124,7 @@ both_backends! {
         let sub = claims(&at)["sub"].as_str().unwrap().to_string();
         app.with_db(move |conn| {
             use diesel::prelude::*;
-            use auth_service::schema::users;
+            use auth_service::storage::schema::users;
             diesel::update(users::table.find(sub)).set(users::disabled.eq(true)).execute(conn)?;
             Ok(())
         })
@@ -138,7 +138,7 @@ both_backends! {
         let r = app.refresh(&rt).await;
         assert_eq!(r.status, 200);
         assert!(r.body["refresh_expires_in"].as_i64().unwrap() <= 2, "{}", r.body);
-        sleep_secs(2.5).await;
+        app.advance(3);
         app.refresh(&r.str("refresh_token")).await.assert_error(401, "token_expired");
     }
 

@@ -1,0 +1,415 @@
+//! Typed configuration, the bottom of the crate: every setting is declared once, with its
+//! default beside it; values are read from built-in defaults, then an optional TOML file, then
+//! the environment; [`Settings::validate`] holds every cross-field and range rule; and
+//! `check-config` prints what was loaded, derived from the same types, secrets redacted.
+//!
+//! Adding a setting is one edit: a line in its section below (and, if it has a range, a line
+//! in `validate`).
+
+mod render;
+pub mod values;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+
+pub use values::{DatabaseUrl, NetList, SigningAlgorithm, Span, redact_url};
+
+/// Environment prefix: `AUTH__TOKENS__ACCESS_TTL` sets `tokens.access_ttl`.
+pub const ENV_PREFIX: &str = "AUTH";
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct SettingsError(pub String);
+
+/// Declares a settings section: the struct, its serde form (unknown keys refused, missing
+/// keys defaulted) and its `Default`, with each field's default written beside it.
+macro_rules! section {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                pub $field:ident : $ty:ty = $default:expr
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $( $field: $default, )* }
+            }
+        }
+    };
+}
+
+section! {
+    pub struct Settings {
+        /// Directory for the SQLite database and generated keys.
+        pub data_dir: PathBuf = PathBuf::from("./data"),
+        pub database: DatabaseSettings = DatabaseSettings::default(),
+        pub server: ServerSettings = ServerSettings::default(),
+        pub tokens: TokenSettings = TokenSettings::default(),
+        pub keys: KeySettings = KeySettings::default(),
+        pub password: PasswordSettings = PasswordSettings::default(),
+        pub retention: RetentionSettings = RetentionSettings::default(),
+        pub revocation: RevocationSettings = RevocationSettings::default(),
+        pub login: LoginSettings = LoginSettings::default(),
+        pub register: RegisterSettings = RegisterSettings::default(),
+    }
+}
+
+section! {
+    pub struct DatabaseSettings {
+        /// `sqlite://PATH`, `sqlite::memory:` or `postgres://…`. Unset: `<data_dir>/auth.db`.
+        pub url: Option<DatabaseUrl> = None,
+        /// Connections in the pool.
+        #[serde(deserialize_with = "values::whole")]
+        pub pool_size: u32 = 10,
+        /// Longest wait for a pooled connection before answering 503.
+        pub connect_timeout: Span = Span::secs(3),
+        /// How long a SQLite connection waits for a lock before giving up.
+        pub busy_timeout: Span = Span::secs(5),
+    }
+}
+
+section! {
+    pub struct ServerSettings {
+        /// The public listener (clients).
+        #[serde(deserialize_with = "values::socket_addr")]
+        pub public_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
+        /// The internal listener (`/verify`, for resource servers).
+        #[serde(deserialize_with = "values::socket_addr")]
+        pub internal_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8081)),
+        /// Worker threads per listener; unset means one per CPU.
+        #[serde(deserialize_with = "values::whole_opt")]
+        pub workers: Option<usize> = None,
+        /// Reverse proxies whose `X-Forwarded-For` is believed. Empty: the client is the TCP
+        /// peer.
+        pub trusted_proxies: NetList = NetList::default(),
+    }
+}
+
+section! {
+    pub struct TokenSettings {
+        /// Access-token lifetime.
+        pub access_ttl: Span = Span::secs(300),
+        /// Idle lifetime of a refresh token; every rotation issues a fresh one.
+        pub refresh_ttl: Span = Span::secs(90 * 86_400),
+        /// Absolute lifetime of a session regardless of rotation; unset means no cap.
+        pub session_ttl: Option<Span> = None,
+        /// How long the just-rotated parent may be presented again and get the same child.
+        pub reuse_grace: Span = Span::secs(10),
+        /// Clock-skew allowance on `exp` and `nbf`.
+        pub leeway: Span = Span::secs(2),
+        pub issuer: String = "auth-service".to_string(),
+        pub audience: String = "resource-servers".to_string(),
+    }
+}
+
+section! {
+    pub struct KeySettings {
+        /// Algorithm of the access-token signing key.
+        pub algorithm: SigningAlgorithm = SigningAlgorithm::EdDSA,
+        /// Active signing key: PKCS#8 PEM (EdDSA, ES256) or a secret of at least 32 bytes.
+        #[serde(serialize_with = "values::redacted")]
+        pub signing_key: Option<SecretString> = None,
+        pub signing_key_file: Option<PathBuf> = None,
+        /// Key id of the active key; derived from the key when unset.
+        pub kid: Option<String> = None,
+        /// Further keys accepted for verification only (keys being rotated out).
+        pub verification_keys: Vec<VerificationKeySettings> = Vec::new(),
+        /// HMAC secret for refresh tokens (at least 32 bytes); never leaves the service.
+        #[serde(serialize_with = "values::redacted")]
+        pub refresh_secret: Option<SecretString> = None,
+        pub refresh_secret_file: Option<PathBuf> = None,
+        /// Where generated keys are kept; unset means `<data_dir>/keys`.
+        pub dir: Option<PathBuf> = None,
+    }
+}
+
+/// One entry of `keys.verification_keys` (TOML only).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationKeySettings {
+    pub kid: String,
+    pub algorithm: SigningAlgorithm,
+    /// Public key PEM (EdDSA, ES256) or the secret (HS256).
+    #[serde(default, serialize_with = "values::redacted")]
+    pub key: Option<SecretString>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+section! {
+    pub struct PasswordSettings {
+        /// Argon2id memory cost in KiB (the OWASP recommendation).
+        #[serde(deserialize_with = "values::whole")]
+        pub memory_kib: u32 = 19_456,
+        #[serde(deserialize_with = "values::whole")]
+        pub iterations: u32 = 2,
+        #[serde(deserialize_with = "values::whole")]
+        pub parallelism: u32 = 1,
+        /// How many hashes may run at once; unset means one per CPU.
+        #[serde(deserialize_with = "values::whole_opt")]
+        pub max_concurrent: Option<usize> = None,
+    }
+}
+
+section! {
+    pub struct RetentionSettings {
+        /// Audit rows older than this are deleted by pruning.
+        pub audit_max_age: Span = Span::secs(90 * 86_400),
+        /// How often the server prunes by itself.
+        pub interval: Span = Span::secs(3600),
+        /// Rows deleted per statement, so a large table is never locked for long.
+        #[serde(deserialize_with = "values::whole")]
+        pub batch_size: u32 = 1000,
+    }
+}
+
+section! {
+    pub struct RevocationSettings {
+        /// How often the revocation index picks up revocations made elsewhere (other
+        /// instances, the command line) from the database.
+        pub poll_interval: Span = Span::secs(5),
+    }
+}
+
+section! {
+    pub struct LoginSettings {
+        /// Failed attempts for one account from one address within `failure_window` before
+        /// further attempts are refused with 429.
+        #[serde(deserialize_with = "values::whole")]
+        pub max_failures: u32 = 10,
+        /// Failed attempts from one address (any account) within `failure_window`.
+        #[serde(deserialize_with = "values::whole")]
+        pub max_failures_per_ip: u32 = 100,
+        pub failure_window: Span = Span::secs(15 * 60),
+    }
+}
+
+section! {
+    pub struct RegisterSettings {
+        /// Registrations from one address within `window` (each costs a password hash); 0
+        /// means no limit.
+        #[serde(deserialize_with = "values::whole")]
+        pub max_per_ip: u32 = 20,
+        pub window: Span = Span::secs(3600),
+    }
+}
+
+/// Where the configuration comes from. `Sources::process()` is what the binary uses; tests
+/// pass their own environment map so the process environment never leaks in.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub env: HashMap<String, String>,
+}
+
+impl Sources {
+    pub fn process(file: Option<PathBuf>) -> Self {
+        let file = file.or_else(|| std::env::var_os("AUTH_CONFIG").map(PathBuf::from));
+        Sources {
+            file,
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(sources: &Sources) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = &sources.file {
+            if !file.exists() {
+                return Err(SettingsError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(file.as_path()).required(true));
+        }
+        let prefix = format!("{ENV_PREFIX}__");
+        let prefixed: HashMap<String, String> = sources
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                // `AUTH__KEYS__SIGNING_KEY=` (as compose writes an unset `${VAR:-}`) means
+                // "not set", not "set to the empty string".
+                .ignore_empty(true)
+                .source(Some(prefixed.clone())),
+        );
+        // DATABASE_URL is the conventional alias; the explicit AUTH__DATABASE__URL wins.
+        let explicit_url = prefixed
+            .get("AUTH__DATABASE__URL")
+            .is_some_and(|v| !v.is_empty());
+        if !explicit_url
+            && let Some(url) = sources.env.get("DATABASE_URL").filter(|v| !v.is_empty())
+        {
+            builder = builder
+                .set_override("database.url", url.clone())
+                .map_err(|e| SettingsError(format!("database.url: {e}")))?;
+        }
+        let raw = builder.build().map_err(|e| SettingsError(e.to_string()))?;
+        let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = strip_config_noise(&e.into_inner().to_string());
+            if path.is_empty() || path == "." {
+                SettingsError(inner)
+            } else {
+                SettingsError(format!("{path}: {inner}"))
+            }
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Every rule that one value's type cannot express: ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let err = |key: &str, msg: &str| Err(SettingsError(format!("{key}: {msg}")));
+        let t = &self.tokens;
+        if t.access_ttl < Span::secs(1) || t.access_ttl > Span::secs(86_400) {
+            return err("tokens.access_ttl", "must be between 1s and 1d");
+        }
+        if t.refresh_ttl <= t.access_ttl {
+            return err(
+                "tokens.refresh_ttl",
+                "must be longer than tokens.access_ttl",
+            );
+        }
+        if t.session_ttl.is_some_and(|s| s < Span::secs(1)) {
+            return err("tokens.session_ttl", "must be at least 1s");
+        }
+        if t.reuse_grace > Span::secs(300) {
+            return err("tokens.reuse_grace", "must be at most 5m");
+        }
+        if t.leeway > Span::secs(60) {
+            return err("tokens.leeway", "must be at most 60s");
+        }
+        if t.issuer.trim().is_empty() {
+            return err("tokens.issuer", "must not be empty");
+        }
+        if t.audience.trim().is_empty() {
+            return err("tokens.audience", "must not be empty");
+        }
+        if self.server.workers == Some(0) {
+            return err("server.workers", "must be at least 1");
+        }
+        if self.retention.batch_size == 0 {
+            return err("retention.batch_size", "must be at least 1");
+        }
+        if self.retention.interval < Span::secs(1) {
+            return err("retention.interval", "must be at least 1s");
+        }
+        if self.revocation.poll_interval < Span::millis(100) {
+            return err("revocation.poll_interval", "must be at least 100ms");
+        }
+        if self.login.max_failures == 0 {
+            return err("login.max_failures", "must be at least 1");
+        }
+        if self.login.max_failures_per_ip == 0 {
+            return err("login.max_failures_per_ip", "must be at least 1");
+        }
+        if self.login.failure_window < Span::secs(1) {
+            return err("login.failure_window", "must be at least 1s");
+        }
+        if self.register.window < Span::secs(1) {
+            return err("register.window", "must be at least 1s");
+        }
+        if self.database.pool_size == 0 {
+            return err("database.pool_size", "must be at least 1");
+        }
+        let p = &self.password;
+        if p.parallelism == 0 {
+            return err("password.parallelism", "must be at least 1");
+        }
+        if p.memory_kib < 8 * p.parallelism {
+            return err("password.memory_kib", "must be at least 8 × parallelism");
+        }
+        if p.iterations == 0 {
+            return err("password.iterations", "must be at least 1");
+        }
+        if p.max_concurrent == Some(0) {
+            return err("password.max_concurrent", "must be at least 1");
+        }
+        let k = &self.keys;
+        if k.signing_key.is_some() && k.signing_key_file.is_some() {
+            return err(
+                "keys.signing_key",
+                "set either keys.signing_key or keys.signing_key_file, not both",
+            );
+        }
+        if k.refresh_secret.is_some() && k.refresh_secret_file.is_some() {
+            return err(
+                "keys.refresh_secret",
+                "set either keys.refresh_secret or keys.refresh_secret_file, not both",
+            );
+        }
+        for (i, v) in k.verification_keys.iter().enumerate() {
+            if v.key.is_some() == v.key_file.is_some() {
+                return err(
+                    &format!("keys.verification_keys[{i}]"),
+                    "set exactly one of key or key_file",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective database URL: `database.url`, or a SQLite file in `data_dir`.
+    pub fn database_url(&self) -> DatabaseUrl {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => DatabaseUrl::SqliteFile(self.data_dir.join("auth.db")),
+        }
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
+    /// `key = value` lines for `check-config`, from the loaded settings: secrets redacted,
+    /// durations as written, unset options as `<unset>`, then the values that unset keys
+    /// resolve to as `#` comments.
+    pub fn render_redacted(&self) -> String {
+        let mut out = render::key_value_lines(self);
+        out.push_str(&format!(
+            "# effective database: {}\n# effective keys.dir: {}\n",
+            self.database_url().redacted(),
+            self.keys_dir().display()
+        ));
+        out
+    }
+}
+
+/// config's own errors end with where the value came from, which the key already says.
+fn strip_config_noise(message: &str) -> String {
+    message.to_string()
+}
+
+/// Reads a secret from a file, trimming the trailing newline editors add.
+pub fn read_secret_file(key: &str, path: &Path) -> Result<SecretString, SettingsError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SettingsError(format!("{key}: cannot read {}: {e}", path.display())))?;
+    Ok(SecretString::from(text.trim_end().to_string()))
+}
+
+#[cfg(test)]
+mod tests;

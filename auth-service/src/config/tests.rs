@@ -1,0 +1,224 @@
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Sources {
+    Sources {
+        file: None,
+        env: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+fn file(text: &str) -> (tempfile::TempDir, Sources) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.toml");
+    std::fs::write(&path, text).unwrap();
+    (
+        dir,
+        Sources {
+            file: Some(path),
+            env: HashMap::new(),
+        },
+    )
+}
+
+fn error_of(sources: &Sources) -> String {
+    Settings::load(sources).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_load() {
+    let s = Settings::load(&env(&[])).unwrap();
+    assert_eq!(s.tokens.access_ttl.get(), Duration::from_secs(300));
+    assert_eq!(s.tokens.refresh_ttl.get(), Duration::from_secs(90 * 86_400));
+    assert_eq!(s.tokens.reuse_grace.get(), Duration::from_secs(10));
+    assert_eq!(s.server.public_addr.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.server.internal_addr.to_string(), "127.0.0.1:8081");
+    assert_eq!(s.keys.algorithm, SigningAlgorithm::EdDSA);
+    assert!(s.database.url.is_none());
+    assert!(matches!(s.database_url(), DatabaseUrl::SqliteFile(p) if p.ends_with("auth.db")));
+}
+
+#[test]
+fn environment_overrides_and_alias() {
+    let s = Settings::load(&env(&[
+        ("AUTH__TOKENS__ACCESS_TTL", "3s"),
+        ("AUTH__PASSWORD__MEMORY_KIB", "1024"),
+        ("DATABASE_URL", "postgres://u:p@db/auth"),
+    ]))
+    .unwrap();
+    assert_eq!(s.tokens.access_ttl, Span::secs(3));
+    assert_eq!(s.password.memory_kib, 1024);
+    assert!(
+        matches!(s.database_url(), DatabaseUrl::Postgres(u) if u.expose_secret() == "postgres://u:p@db/auth")
+    );
+
+    let s = Settings::load(&env(&[
+        ("AUTH__DATABASE__URL", "sqlite::memory:"),
+        ("DATABASE_URL", "postgres://u:p@db/auth"),
+    ]))
+    .unwrap();
+    assert!(matches!(s.database_url(), DatabaseUrl::SqliteMemory));
+}
+
+#[test]
+fn empty_environment_values_count_as_unset() {
+    let s = Settings::load(&env(&[
+        ("AUTH__KEYS__SIGNING_KEY", ""),
+        ("AUTH__TOKENS__ACCESS_TTL", ""),
+        ("AUTH__DATABASE__URL", ""),
+        ("DATABASE_URL", "postgres://u:p@db/auth"),
+    ]))
+    .unwrap();
+    assert!(s.keys.signing_key.is_none());
+    assert_eq!(s.tokens.access_ttl, Span::secs(300));
+    assert!(matches!(s.database_url(), DatabaseUrl::Postgres(_)));
+    let s = Settings::load(&env(&[("DATABASE_URL", "")])).unwrap();
+    assert!(s.database.url.is_none());
+}
+
+#[test]
+fn typed_addresses_and_ranges() {
+    let s = Settings::load(&env(&[
+        (
+            "AUTH__SERVER__TRUSTED_PROXIES",
+            "10.0.0.0/8, 192.168.1.7 ,fd00::/8",
+        ),
+        ("AUTH__SERVER__PUBLIC_ADDR", "[::1]:9000"),
+    ]))
+    .unwrap();
+    assert_eq!(s.server.trusted_proxies.0.len(), 3);
+    assert!(
+        s.server
+            .trusted_proxies
+            .contains(&"192.168.1.7".parse().unwrap())
+    );
+    assert_eq!(s.server.public_addr.port(), 9000);
+    let (_dir, sources) = file("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n");
+    let s = Settings::load(&sources).unwrap();
+    assert_eq!(s.server.trusted_proxies.0.len(), 2);
+
+    let e = error_of(&env(&[(
+        "AUTH__SERVER__TRUSTED_PROXIES",
+        "10.0.0.0/8,proxy",
+    )]));
+    assert!(
+        e.contains("server.trusted_proxies") && e.contains("\"proxy\""),
+        "{e}"
+    );
+    let e = error_of(&env(&[("AUTH__SERVER__PUBLIC_ADDR", "nowhere")]));
+    assert!(
+        e.contains("server.public_addr") && e.contains("127.0.0.1:8080"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_by_name() {
+    // A typo, or a key that no longer exists, must not be silently ignored.
+    for (var, key) in [
+        ("AUTH__SERVER__TRUST_FORWARDED_FOR", "trust_forwarded_for"),
+        ("AUTH__TOKENS__ACESS_TTL", "acess_ttl"),
+        ("AUTH__NOPE", "nope"),
+    ] {
+        let e = error_of(&env(&[(var, "1")]));
+        assert!(e.contains(key), "{e}");
+    }
+    let (_dir, sources) = file("[login]\nmax_failure = 3\n");
+    let e = error_of(&sources);
+    assert!(e.contains("max_failure"), "{e}");
+}
+
+#[test]
+fn errors_name_the_key_and_what_is_allowed() {
+    let e = error_of(&env(&[("AUTH__KEYS__ALGORITHM", "none")]));
+    assert!(
+        e.contains("keys.algorithm: expected one of EdDSA, ES256, HS256"),
+        "{e}"
+    );
+    let e = error_of(&env(&[("AUTH__TOKENS__ACCESS_TTL", "soon")]));
+    assert!(e.contains("tokens.access_ttl: expected a duration"), "{e}");
+    let e = error_of(&env(&[("AUTH__DATABASE__URL", "mysql://x")]));
+    assert!(e.contains("database.url: expected sqlite://"), "{e}");
+    assert!(!e.contains("mysql://x"), "the URL is not echoed: {e}");
+    let e = error_of(&env(&[("AUTH__TOKENS__REFRESH_TTL", "1m")]));
+    assert!(e.contains("tokens.refresh_ttl"), "{e}");
+    // -1 in a count, from the environment and from a file.
+    let e = error_of(&env(&[("AUTH__LOGIN__MAX_FAILURES", "-1")]));
+    assert!(
+        e.contains("login.max_failures: expected a whole number from 0 to 4294967295"),
+        "{e}"
+    );
+    let (_dir, sources) = file("[login]\nmax_failures = -1\n");
+    let e = error_of(&sources);
+    assert!(
+        e.contains("login.max_failures: expected a whole number from 0 to 4294967295"),
+        "{e}"
+    );
+    // A bare number where a duration belongs.
+    let (_dir, sources) = file("[tokens]\naccess_ttl = 300\n");
+    let e = error_of(&sources);
+    assert!(
+        e.contains("tokens.access_ttl: expected a duration") && e.contains("no unit"),
+        "{e}"
+    );
+}
+
+#[test]
+fn secrets_never_printed() {
+    let s = Settings::load(&env(&[
+        (
+            "AUTH__KEYS__REFRESH_SECRET",
+            "super-secret-refresh-value-0123456789",
+        ),
+        (
+            "DATABASE_URL",
+            "postgres://user:hunter2@db/auth?password=swordfish&sslmode=disable",
+        ),
+    ]))
+    .unwrap();
+    let debug = format!("{s:?}");
+    let summary = s.render_redacted();
+    for text in [&debug, &summary] {
+        for secret in ["super-secret", "hunter2", "swordfish"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+    assert!(
+        summary.contains("postgres://user:***@db/auth?password=***&sslmode=disable"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("keys.refresh_secret = <redacted>"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn check_config_prints_every_key_as_configured() {
+    let s = Settings::load(&env(&[("AUTH__TOKENS__REFRESH_TTL", "90d")])).unwrap();
+    let summary = s.render_redacted();
+    for line in [
+        "tokens.refresh_ttl = \"90d\"",
+        "tokens.access_ttl = \"5m\"",
+        "revocation.poll_interval = \"5s\"",
+        "server.public_addr = \"127.0.0.1:8080\"",
+        "keys.algorithm = \"EdDSA\"",
+        "keys.signing_key = <unset>",
+        "database.url = <unset>",
+        "login.max_failures = 10",
+    ] {
+        assert!(
+            summary.lines().any(|l| l == line),
+            "{line} missing:\n{summary}"
+        );
+    }
+    // Every key of the defaults is printed, so the list of keys cannot drift from the types.
+    let keys = summary.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(keys, 37, "{summary}");
+}

@@ -1,0 +1,136 @@
+//! Housekeeping: keeping the revocation index in step with the database, forgetting what
+//! no longer matters, retention, readiness, and the operator's commands that work on the
+//! database directly (creating users, changing roles, pruning) without a running server.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use crate::config::Settings;
+use crate::domain::accounts::{store_new_user, validate_registration};
+use crate::domain::{Context, Error, User};
+use crate::model::{ClientInfo, Role, Roles, UserId};
+use crate::security::passwords::Passwords;
+use crate::security::throttle::LoginThrottle;
+use crate::storage::DbConn;
+use crate::storage::prune::{self, PruneRequest, Pruned};
+use crate::storage::sessions as session_table;
+use crate::storage::users::{self, NewUser};
+
+/// The limits of one pruning pass under `settings`, at time `now`.
+pub fn prune_request(settings: &Settings, now: i64) -> PruneRequest {
+    PruneRequest {
+        now,
+        audit_before: now - settings.retention.audit_max_age.as_secs_i64(),
+        revoked_keep: crate::domain::revocation_horizon(settings),
+        refresh_ttl: settings.tokens.refresh_ttl.as_secs_i64(),
+        batch_size: i64::from(settings.retention.batch_size),
+    }
+}
+
+/// One pruning pass over `conn` (the command line's `prune`).
+pub fn prune_now(conn: &mut DbConn, settings: &Settings, now: i64) -> Result<Pruned, Error> {
+    Ok(prune::prune(conn, &prune_request(settings, now))?)
+}
+
+/// Creates a user over `conn` (the command line's `user create`), with `extra_roles` besides
+/// `user`. The same rules and audit trail as registration; the hash is computed right here.
+pub fn create_user(
+    conn: &mut DbConn,
+    passwords: &Passwords,
+    username: &str,
+    email: Option<&str>,
+    password: &SecretString,
+    extra_roles: &[String],
+    now: i64,
+) -> Result<User, Error> {
+    let email = validate_registration(username, password, email)?;
+    let mut roles = Roles::parse(extra_roles)?;
+    roles.insert(Role::user())?;
+    let hash = passwords.hash_here(password)?;
+    let id = UserId::random();
+    let new = NewUser {
+        id,
+        username,
+        email: email.as_deref(),
+        password_hash: &hash,
+        roles: &roles,
+        now,
+    };
+    store_new_user(
+        conn,
+        &new,
+        &ClientInfo::default(),
+        Some("command_line"),
+        &roles,
+    )?;
+    let user = users::find(conn, &id)?.ok_or(Error::NotFound)?;
+    log::info!("user created from the command line: user_id={id}");
+    Ok(User::from(user))
+}
+
+pub struct Maintenance {
+    ctx: Context,
+    settings: Settings,
+    login_throttle: Arc<LoginThrottle>,
+    register_throttle: Option<Arc<LoginThrottle>>,
+}
+
+impl Maintenance {
+    pub(crate) fn new(
+        ctx: Context,
+        settings: &Settings,
+        login_throttle: Arc<LoginThrottle>,
+        register_throttle: Option<Arc<LoginThrottle>>,
+    ) -> Maintenance {
+        Maintenance {
+            ctx,
+            settings: settings.clone(),
+            login_throttle,
+            register_throttle,
+        }
+    }
+
+    /// Brings the revocation index up to date with the database: at start-up, and
+    /// periodically to pick up revocations made by other instances or the command line.
+    /// Returns how many revocations the database listed.
+    pub async fn sync_revocations(&self) -> Result<usize, Error> {
+        let since = self.ctx.now() - self.ctx.revoked.horizon();
+        let rows = self
+            .ctx
+            .db
+            .run(move |conn| session_table::revoked_since(conn, since))
+            .await?;
+        for (sid, at) in &rows {
+            self.ctx.record_revocations([sid], *at);
+        }
+        Ok(rows.len())
+    }
+
+    /// Forgets revocations and throttle windows that no longer matter; returns how many
+    /// revocations the index still holds.
+    pub fn prune_memory(&self) -> usize {
+        let now = self.ctx.now();
+        self.login_throttle.prune(now);
+        if let Some(t) = &self.register_throttle {
+            t.prune(now);
+        }
+        self.ctx.revoked.prune(now)
+    }
+
+    /// Deletes old audit rows, expired refresh tokens and dead sessions.
+    pub async fn prune(&self) -> Result<Pruned, Error> {
+        let request = prune_request(&self.settings, self.ctx.now());
+        Ok(self
+            .ctx
+            .db
+            .run(move |conn| prune::prune(conn, &request))
+            .await?)
+    }
+
+    /// Whether the database answers. Any failure counts as "not ready" (503), whatever its
+    /// cause.
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.ctx.db.ping().await.map_err(Error::Unavailable)
+    }
+}

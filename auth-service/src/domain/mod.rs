@@ -1,0 +1,165 @@
+//! The service's operations, independent of how they are reached (HTTP or the command line):
+//! sessions and rotation ([`sessions`]), the caller's own account ([`accounts`]),
+//! administration ([`admin`]), the audit trail ([`audit`]), housekeeping ([`maintenance`]),
+//! and the rules they share (validation, the clock, the error type).
+//!
+//! Each area is its own type holding what it needs; [`Services`] builds them all from the
+//! settings. Storage is reached through [`crate::storage`], keys, tokens, hashing and
+//! throttles through [`crate::security`]; nothing here knows about HTTP.
+
+pub mod accounts;
+pub mod admin;
+pub mod audit;
+pub mod clock;
+mod error;
+pub mod maintenance;
+pub mod sessions;
+pub mod validation;
+
+use std::sync::Arc;
+
+pub use accounts::Accounts;
+pub use admin::Admin;
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use error::Error;
+pub use maintenance::Maintenance;
+pub use sessions::Sessions;
+
+use crate::config::Settings;
+use crate::model::{Roles, SessionId, UserId};
+use crate::security::keys::Keys;
+use crate::security::passwords::Passwords;
+use crate::security::revocation::RevokedSessions;
+use crate::security::throttle::LoginThrottle;
+use crate::security::tokens::Tokens;
+use crate::storage::Database;
+use crate::storage::users::UserRecord;
+
+/// Every operation of the service, built once at start-up.
+pub struct Services {
+    pub sessions: Sessions,
+    pub accounts: Accounts,
+    pub admin: Admin,
+    pub maintenance: Maintenance,
+}
+
+impl Services {
+    pub fn new(
+        settings: &Settings,
+        db: Database,
+        keys: Keys,
+        clock: SharedClock,
+    ) -> Result<Services, Error> {
+        let ctx = Context::new(settings, db, clock);
+        let passwords = Passwords::new(&settings.password)?;
+        let login_throttle = Arc::new(LoginThrottle::new(
+            settings.login.failure_window.as_secs_i64(),
+            settings.login.max_failures,
+            settings.login.max_failures_per_ip,
+        ));
+        let register_throttle = (settings.register.max_per_ip > 0).then(|| {
+            Arc::new(LoginThrottle::new(
+                settings.register.window.as_secs_i64(),
+                u32::MAX,
+                settings.register.max_per_ip,
+            ))
+        });
+        let tokens = Arc::new(Tokens::new(keys, &settings.tokens));
+        Ok(Services {
+            sessions: Sessions::new(
+                ctx.clone(),
+                passwords.clone(),
+                tokens,
+                login_throttle.clone(),
+            ),
+            accounts: Accounts::new(
+                ctx.clone(),
+                passwords,
+                login_throttle.clone(),
+                register_throttle.clone(),
+            ),
+            admin: Admin::new(ctx.clone()),
+            maintenance: Maintenance::new(ctx, settings, login_throttle, register_throttle),
+        })
+    }
+}
+
+/// What every area shares: the database, the clock, the revocation index and the lifetimes.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub db: Database,
+    pub clock: SharedClock,
+    pub revoked: Arc<RevokedSessions>,
+    pub lifetimes: Lifetimes,
+}
+
+/// Session and token lifetimes from `tokens.*`, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetimes {
+    pub refresh_ttl: i64,
+    pub session_ttl: Option<i64>,
+    pub reuse_grace: i64,
+}
+
+impl Context {
+    pub fn new(settings: &Settings, db: Database, clock: SharedClock) -> Context {
+        let t = &settings.tokens;
+        Context {
+            db,
+            clock,
+            revoked: Arc::new(RevokedSessions::new(revocation_horizon(settings))),
+            lifetimes: Lifetimes {
+                refresh_ttl: t.refresh_ttl.as_secs_i64(),
+                session_ttl: t.session_ttl.map(|s| s.as_secs_i64()),
+                reuse_grace: t.reuse_grace.as_secs_i64(),
+            },
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Tells the revocation index (and so `/verify`) that these sessions ended at `at`.
+    pub fn record_revocations<'a>(
+        &self,
+        sessions: impl IntoIterator<Item = &'a SessionId>,
+        at: i64,
+    ) {
+        for sid in sessions {
+            self.revoked.record(*sid, at);
+        }
+    }
+}
+
+/// How long after a revocation an access token of that session may still be presented: the
+/// revocation index keeps entries this long, and pruning keeps revoked sessions this long.
+pub fn revocation_horizon(settings: &Settings) -> i64 {
+    settings.tokens.access_ttl.as_secs_i64() + settings.tokens.leeway.as_secs_i64() + 1
+}
+
+/// A user account as the operations hand it out (no password hash).
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub email: Option<String>,
+    pub roles: Roles,
+    pub disabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<UserRecord> for User {
+    fn from(u: UserRecord) -> Self {
+        User {
+            id: u.id,
+            username: u.username,
+            email: u.email,
+            roles: u.roles,
+            disabled: u.disabled,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Sessions: log in, rotate refresh tokens with reuse detection, log out, and verify access
+//! tokens without the database.
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::validation::MAX_EMAIL_CHARS;
+use crate::domain::{Context, Error};
+use crate::model::{ClientInfo, SessionId, TokenId, UserId};
+use crate::security::passwords::{MAX_PASSWORD_CHARS, Passwords};
+use crate::security::throttle::LoginThrottle;
+use crate::security::tokens::{AccessGrant, Expiry, RefreshGrant, Tokens};
+use crate::storage::refresh_tokens::{self, RefreshTokenRecord, Rotation, RotationRequest};
+use crate::storage::sessions::{self as session_table, NewSession, RevokeReason};
+use crate::storage::users::{self, UserRecord};
+
+pub use crate::security::tokens::AccessClaims;
+
+/// A fresh token pair.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Seconds the access token lives.
+    pub expires_in: i64,
+    /// Seconds the refresh token lives.
+    pub refresh_expires_in: i64,
+}
+
+pub struct Sessions {
+    ctx: Context,
+    passwords: Passwords,
+    tokens: Arc<Tokens>,
+    throttle: Arc<LoginThrottle>,
+}
+
+impl Sessions {
+    pub(crate) fn new(
+        ctx: Context,
+        passwords: Passwords,
+        tokens: Arc<Tokens>,
+        throttle: Arc<LoginThrottle>,
+    ) -> Sessions {
+        Sessions {
+            ctx,
+            passwords,
+            tokens,
+            throttle,
+        }
+    }
+
+    /// Checks credentials and opens a session. Every failure is the same
+    /// `invalid_credentials`, reached through the same amount of hashing.
+    pub async fn login(
+        &self,
+        login: &str,
+        password: SecretString,
+        client: ClientInfo,
+    ) -> Result<IssuedTokens, Error> {
+        if login.is_empty()
+            || login.chars().count() > MAX_EMAIL_CHARS
+            || password.expose_secret().chars().count() > MAX_PASSWORD_CHARS
+        {
+            return Err(Error::InvalidCredentials);
+        }
+        let attempt = self
+            .throttle
+            .begin(client.ip, login, self.ctx.now())
+            .map_err(|retry_after| Error::TooManyAttempts { retry_after })?;
+        // No username or email holds a control character, and PostgreSQL refuses NUL in
+        // text: such a login matches nobody, but still goes through the dummy hash.
+        let matchable = !login.chars().any(char::is_control);
+        let tried: String = login
+            .chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .collect();
+        let found = if matchable {
+            let login = login.to_string();
+            self.ctx
+                .db
+                .run(move |conn| users::find_credentials(conn, &login))
+                .await?
+        } else {
+            None
+        };
+        let stored = found.as_ref().map(|c| c.password_hash.clone());
+        let verified = self.passwords.verify(password.clone(), stored).await?;
+        let user_id = match &found {
+            Some(c) if verified.matches && !c.disabled => c.id,
+            _ => {
+                attempt.failed();
+                self.record_failed_login(found.map(|c| c.id), &tried, &client)
+                    .await?;
+                return Err(Error::InvalidCredentials);
+            }
+        };
+        if verified.needs_rehash {
+            self.upgrade_hash(user_id, password).await;
+        }
+        match self.open_session(user_id, &client).await {
+            Ok(tokens) => {
+                attempt.succeeded();
+                Ok(tokens)
+            }
+            Err(Error::InvalidCredentials) => {
+                // Disabled (or removed) while the password was being checked.
+                attempt.failed();
+                self.record_failed_login(Some(user_id), &tried, &client)
+                    .await?;
+                Err(Error::InvalidCredentials)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn record_failed_login(
+        &self,
+        user_id: Option<UserId>,
+        tried: &str,
+        client: &ClientInfo,
+    ) -> Result<(), Error> {
+        log::info!(
+            "login failed: user_id={}",
+            user_id.map_or_else(|| "<unknown>".to_string(), |id| id.to_string())
+        );
+        let (client, tried, now) = (client.clone(), tried.to_string(), self.ctx.now());
+        self.ctx
+            .db
+            .run(move |conn| {
+                let mut event = AuditEvent::new(AuditKind::LoginFailed, &client)
+                    .detail(serde_json::json!({ "username": tried }));
+                event.user_id = user_id;
+                event.record(conn, now)
+            })
+            .await
+    }
+
+    /// Opens a session for a user whose credentials were just checked. The user is read
+    /// again inside the transaction that creates the session, so an account disabled (or a
+    /// role removed) while the password was being hashed is seen: a disabled user gets
+    /// `InvalidCredentials`, and the tokens carry the roles as they are now.
+    pub async fn open_session(
+        &self,
+        user_id: UserId,
+        client: &ClientInfo,
+    ) -> Result<IssuedTokens, Error> {
+        let now = self.ctx.now();
+        let lifetimes = self.ctx.lifetimes;
+        let client = client.clone();
+        let opened = self
+            .ctx
+            .db
+            .run(move |conn| {
+                conn.write_transaction(|conn| {
+                    let user = match users::find(conn, &user_id)? {
+                        Some(user) if !user.disabled => user,
+                        _ => return Ok(None),
+                    };
+                    let session = NewSession {
+                        id: SessionId::random(),
+                        user_id,
+                        now,
+                        expires_at: lifetimes.session_ttl.map(|t| now.saturating_add(t)),
+                        client: &client,
+                    };
+                    let mut first_exp = now.saturating_add(lifetimes.refresh_ttl);
+                    if let Some(cap) = session.expires_at {
+                        first_exp = first_exp.min(cap);
+                    }
+                    let first = RefreshTokenRecord {
+                        jti: TokenId::random(),
+                        session_id: session.id,
+                        parent_jti: None,
+                        issued_at: now,
+                        expires_at: first_exp,
+                        used_at: None,
+                    };
+                    session_table::insert(conn, &session)?;
+                    refresh_tokens::insert(conn, &first)?;
+                    AuditEvent::new(AuditKind::LoginSucceeded, &client)
+                        .user(user_id)
+                        .session(session.id)
+                        .record(conn, now)?;
+                    Ok::<_, Error>(Some((user, first)))
+                })
+            })
+            .await?;
+        let Some((user, first)) = opened else {
+            return Err(Error::InvalidCredentials);
+        };
+        log::info!("login: user_id={} sid={}", user.id, first.session_id);
+        self.issue(&user, &first, now)
+    }
+
+    /// Re-hashes a password whose stored hash uses old parameters. Failure only costs the
+    /// upgrade, never the login.
+    async fn upgrade_hash(&self, user_id: UserId, password: SecretString) {
+        let result = async {
+            let hash = self.passwords.hash(password).await?;
+            let now = self.ctx.now();
+            self.ctx
+                .db
+                .run(move |conn| users::update_password_hash(conn, &user_id, &hash, now))
+                .await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        match result {
+            Ok(()) => log::info!("password hash upgraded: user_id={user_id}"),
+            Err(e) => log::warn!("password hash upgrade failed: user_id={user_id}: {e}"),
+        }
+    }
+
+    fn issue(
+        &self,
+        user: &UserRecord,
+        rt: &RefreshTokenRecord,
+        now: i64,
+    ) -> Result<IssuedTokens, Error> {
+        let access_token = self.tokens.issue_access(
+            AccessGrant {
+                user_id: user.id,
+                username: &user.username,
+                roles: user.roles.names(),
+                session_id: rt.session_id,
+            },
+            now,
+        )?;
+        let refresh_token = self.tokens.sign_refresh(&RefreshGrant {
+            jti: rt.jti,
+            session_id: rt.session_id,
+            user_id: user.id,
+            issued_at: rt.issued_at,
+            expires_at: rt.expires_at,
+        })?;
+        Ok(IssuedTokens {
+            access_token,
+            refresh_token,
+            expires_in: self.tokens.access_ttl(),
+            refresh_expires_in: (rt.expires_at - now).max(0),
+        })
+    }
+
+    /// Rotates a refresh token. An access token sent along must be genuine (its expiry does
+    /// not matter) and belong to the same user and session.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        access_token: Option<&str>,
+        client: ClientInfo,
+    ) -> Result<IssuedTokens, Error> {
+        let now = self.ctx.now();
+        let claims = self
+            .tokens
+            .check_refresh(refresh_token, Expiry::Enforce, now)?;
+        if let Some(at) = access_token {
+            let at = self.tokens.check_access(at, Expiry::Ignore, now)?;
+            if at.sub != claims.sub || at.sid != claims.sid {
+                return Err(Error::InvalidToken(
+                    "access token does not belong to this refresh token",
+                ));
+            }
+        }
+        let request = RotationRequest {
+            jti: claims.jti,
+            sid: claims.sid,
+            user_id: claims.sub,
+            now,
+            refresh_ttl: self.ctx.lifetimes.refresh_ttl,
+            reuse_grace: self.ctx.lifetimes.reuse_grace,
+        };
+        let rotation = self
+            .ctx
+            .db
+            .run(move |conn| {
+                conn.write_transaction(|conn| {
+                    let rotation = refresh_tokens::rotate(conn, &request)?;
+                    let (kind, detail) = match &rotation {
+                        Rotation::Rotated { .. } => {
+                            (AuditKind::TokenRefreshed, serde_json::json!({}))
+                        }
+                        Rotation::Replayed { .. } => (
+                            AuditKind::TokenRefreshed,
+                            serde_json::json!({"replayed_within_grace": true}),
+                        ),
+                        Rotation::Reused { .. } => (
+                            AuditKind::RefreshTokenReused,
+                            serde_json::json!({"revoked_session": request.sid, "jti": request.jti}),
+                        ),
+                        Rotation::Unknown | Rotation::SessionRevoked | Rotation::Expired => {
+                            return Ok(rotation);
+                        }
+                    };
+                    AuditEvent::new(kind, &client)
+                        .user(request.user_id)
+                        .session(request.sid)
+                        .detail(detail)
+                        .record(conn, now)?;
+                    Ok::<_, Error>(rotation)
+                })
+            })
+            .await?;
+        match rotation {
+            Rotation::Rotated { child, user } => {
+                log::info!(
+                    "refresh: user_id={} sid={} jti={}",
+                    user.id,
+                    claims.sid,
+                    child.jti
+                );
+                self.issue(&user, &child, now)
+            }
+            Rotation::Replayed { child, user } => {
+                log::info!(
+                    "refresh replayed within grace: user_id={} sid={} jti={}",
+                    user.id,
+                    claims.sid,
+                    child.jti
+                );
+                self.issue(&user, &child, now)
+            }
+            Rotation::Reused { revoked_at } => {
+                self.ctx.record_revocations([&claims.sid], revoked_at);
+                log::warn!(
+                    "refresh token reuse detected, session revoked: user_id={} sid={} jti={}",
+                    claims.sub,
+                    claims.sid,
+                    claims.jti
+                );
+                Err(Error::TokenReused)
+            }
+            Rotation::SessionRevoked => {
+                // Make sure this instance's index knows, whoever revoked it.
+                self.ctx.record_revocations([&claims.sid], now);
+                Err(Error::SessionRevoked)
+            }
+            Rotation::Expired => Err(Error::TokenExpired),
+            Rotation::Unknown => Err(Error::InvalidToken("refresh token is unknown")),
+        }
+    }
+
+    /// Ends the session a refresh token belongs to. Idempotent; an expired but genuine
+    /// refresh token still logs out.
+    pub async fn logout(&self, refresh_token: &str, client: ClientInfo) -> Result<(), Error> {
+        let now = self.ctx.now();
+        let claims = self
+            .tokens
+            .check_refresh(refresh_token, Expiry::Ignore, now)?;
+        let (sid, sub) = (claims.sid, claims.sub);
+        let revoked_at = self
+            .ctx
+            .db
+            .run(move |conn| {
+                conn.write_transaction(|conn| {
+                    let live = session_table::find(conn, &sid)?
+                        .is_some_and(|s| s.revoked_at.is_none() && s.user_id == sub);
+                    let at = session_table::revoke(conn, &sid, RevokeReason::Logout, now)?;
+                    if live {
+                        AuditEvent::new(AuditKind::LoggedOut, &client)
+                            .user(sub)
+                            .session(sid)
+                            .record(conn, now)?;
+                    }
+                    Ok::<_, Error>(at)
+                })
+            })
+            .await?;
+        if let Some(at) = revoked_at {
+            self.ctx.record_revocations([&sid], at);
+            log::info!("logout: user_id={sub} sid={sid}");
+        }
+        Ok(())
+    }
+
+    /// Checks an access token without touching the database.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, Error> {
+        let now = self.ctx.now();
+        let claims = match self.tokens.check_access(token, Expiry::Enforce, now) {
+            Ok(claims) => claims,
+            // Expired *and* revoked says "revoked": "expired" would send the client to
+            // /refresh, which can only fail. Only the expired path pays the second decode.
+            Err(crate::security::tokens::TokenError::Expired) => {
+                let claims = self.tokens.check_access(token, Expiry::Ignore, now)?;
+                return Err(if self.ctx.revoked.is_revoked(&claims.sid) {
+                    Error::TokenRevoked
+                } else {
+                    Error::TokenExpired
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if self.ctx.revoked.is_revoked(&claims.sid) {
+            return Err(Error::TokenRevoked);
+        }
+        Ok(claims)
+    }
+}

@@ -1,0 +1,31 @@
+//! The HTTP layer: the two listeners' routes ([`routes`]), extractors that parse and check
+//! everything a handler takes ([`extract`]), the wire types ([`wire`]), thin handlers per
+//! area, and the one table that turns errors into answers ([`error`]). A handler parses its
+//! input, calls one domain operation and renders the result; no SQL and no rules live here.
+
+pub mod account;
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod routes;
+pub mod verify;
+pub mod wire;
+
+use actix_web::web;
+
+pub use error::ApiError;
+pub use routes::{configure_internal, configure_public};
+
+use crate::config::NetList;
+use crate::domain::Services;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub services: Services,
+    /// Proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
+    pub trusted_proxies: NetList,
+}
+
+pub(crate) type State = web::Data<AppState>;

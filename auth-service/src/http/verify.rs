@@ -1,0 +1,80 @@
+//! `/verify` on the internal listener: is this access token good, and whose is it? Answered
+//! from keys and the revocation index in memory, never the database.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+
+use crate::domain::sessions::AccessClaims;
+use crate::http::State;
+use crate::http::error::ApiError;
+use crate::http::extract::{MAX_BODY_BYTES, bearer_token, json_error};
+use crate::http::wire::{Active, Inactive, VerifyRequest};
+
+/// A `/verify` refusal: the usual error body plus `"active": false`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VerifyRejection(ApiError);
+
+impl ResponseError for VerifyRejection {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = self.0.body();
+        let mut response = HttpResponse::build(self.status_code()).json(Inactive {
+            active: false,
+            error: body.error,
+            message: body.message,
+        });
+        self.0.decorate(&mut response);
+        response
+    }
+}
+
+impl From<ApiError> for VerifyRejection {
+    fn from(e: ApiError) -> Self {
+        VerifyRejection(e)
+    }
+}
+
+impl From<crate::domain::Error> for VerifyRejection {
+    fn from(e: crate::domain::Error) -> Self {
+        VerifyRejection(e.into())
+    }
+}
+
+/// JSON bodies of `POST /verify` fail in the same `active: false` shape.
+pub fn verify_json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|err, _req| VerifyRejection(json_error(&err)).into())
+}
+
+fn verified(claims: &AccessClaims) -> HttpResponse {
+    let mut response = HttpResponse::Ok().json(Active::from(claims));
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-auth-user-id", claims.sub.to_string()),
+        ("x-auth-user", claims.username.clone()),
+        ("x-auth-roles", claims.roles.join(",")),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(header::HeaderName::from_static(name), v);
+        }
+    }
+    response
+}
+
+pub async fn verify_get(state: State, req: HttpRequest) -> Result<HttpResponse, VerifyRejection> {
+    let token = bearer_token(&req)?;
+    Ok(verified(&state.services.sessions.verify(token)?))
+}
+
+pub async fn verify_post(
+    state: State,
+    body: web::Json<VerifyRequest>,
+) -> Result<HttpResponse, VerifyRejection> {
+    Ok(verified(&state.services.sessions.verify(&body.token)?))
+}

@@ -1,0 +1,10 @@
+//! The vocabulary every layer shares: typed ids, roles, where a request came from.
+//! Plain data with its own parsing rules; it depends on nothing else in the crate.
+
+pub mod client;
+pub mod ids;
+pub mod roles;
+
+pub use client::ClientInfo;
+pub use ids::{InvalidId, SessionId, TokenId, UserId};
+pub use roles::{Role, RoleError, Roles};

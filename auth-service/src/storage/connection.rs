@@ -1,0 +1,261 @@
+//! One connection type over SQLite and PostgreSQL, how each connection is opened and
+//! prepared, write transactions, and the embedded migrations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::prelude::*;
+use diesel::r2d2::{ManageConnection, R2D2Connection};
+use diesel::{PgConnection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use secrecy::ExposeSecret;
+
+use crate::config::{DatabaseUrl, Settings};
+use crate::storage::StorageError;
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// A connection to whichever backend `database.url` names.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Sqlite(SqliteConnection),
+    Pg(PgConnection),
+}
+
+impl DbConn {
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            DbConn::Sqlite(_) => "sqlite",
+            DbConn::Pg(_) => "postgres",
+        }
+    }
+
+    /// A transaction that takes the write lock up front: `BEGIN IMMEDIATE` on SQLite (so two
+    /// writers never both read and then race to upgrade), a plain `BEGIN` on PostgreSQL, where
+    /// callers lock the rows they change (`SELECT … FOR UPDATE` or a guarded `UPDATE`).
+    /// Inside an open transaction it nests as a savepoint. Any error type that storage errors
+    /// convert into can leave it, and rolls it back.
+    pub fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, E>,
+        E: From<StorageError>,
+    {
+        let begin = |conn: &mut DbConn| -> Result<(), diesel::result::Error> {
+            let nested =
+                <DbConn as Connection>::TransactionManager::transaction_manager_status_mut(conn)
+                    .transaction_depth()?
+                    .is_some();
+            match conn {
+                DbConn::Sqlite(c) if !nested => {
+                    AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
+                }
+                DbConn::Sqlite(c) => AnsiTransactionManager::begin_transaction(c),
+                DbConn::Pg(c) => AnsiTransactionManager::begin_transaction(c),
+            }
+        };
+        begin(self).map_err(|e| E::from(StorageError::from(e)))?;
+        match f(self) {
+            Ok(value) => {
+                <DbConn as Connection>::TransactionManager::commit_transaction(self)
+                    .map_err(|e| E::from(StorageError::from(e)))?;
+                Ok(value)
+            }
+            Err(e) => {
+                <DbConn as Connection>::TransactionManager::rollback_transaction(self)
+                    .map_err(|e| E::from(StorageError::from(e)))?;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Opens connections of the configured backend and prepares each one.
+pub struct ConnectionManager {
+    pub(crate) url: DatabaseUrl,
+    pub(crate) busy_timeout: Duration,
+}
+
+impl ManageConnection for ConnectionManager {
+    type Connection = DbConn;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConn, Self::Error> {
+        let sqlite = |path: &str| -> Result<DbConn, Self::Error> {
+            let mut conn =
+                SqliteConnection::establish(path).map_err(diesel::r2d2::Error::ConnectionError)?;
+            // Set on every connection: these are per-connection in SQLite.
+            conn.batch_execute(&format!(
+                "PRAGMA busy_timeout = {};
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;",
+                self.busy_timeout.as_millis()
+            ))
+            .map_err(diesel::r2d2::Error::QueryError)?;
+            Ok(DbConn::Sqlite(conn))
+        };
+        match &self.url {
+            DatabaseUrl::SqliteFile(path) => sqlite(&path.to_string_lossy()),
+            DatabaseUrl::SqliteMemory => sqlite(":memory:"),
+            DatabaseUrl::Postgres(url) => PgConnection::establish(url.expose_secret())
+                .map(DbConn::Pg)
+                .map_err(diesel::r2d2::Error::ConnectionError),
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), Self::Error> {
+        conn.ping().map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// Parses `database.url` and makes sure a SQLite file can be opened: the default data
+/// directory is created when missing, an explicitly configured file's directory must exist
+/// (a typo in a path should not quietly create a tree of directories).
+pub(crate) fn prepare(settings: &Settings) -> Result<DatabaseUrl, StorageError> {
+    let url = settings.database_url();
+    let DatabaseUrl::SqliteFile(path) = &url else {
+        return Ok(url);
+    };
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        if settings.database.url.is_none() {
+            create_private_dir(parent)?;
+        } else if !parent.is_dir() {
+            return Err(StorageError::Setup(format!(
+                "database.url: the directory {} does not exist; create it first",
+                parent.display()
+            )));
+        }
+    }
+    create_private_file(path)?;
+    Ok(url)
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            StorageError::Setup(format!(
+                "cannot create the data directory {}: {e}",
+                dir.display()
+            ))
+        })
+}
+
+/// The database holds password hashes: create it readable by this user only (SQLite would
+/// create it 0644, and gives its -wal and -shm files the database file's mode).
+fn create_private_file(path: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                log::warn!(
+                    "database file {} is open to other users (mode {:o}) and holds password \
+                     hashes; consider chmod 600 (and its -wal and -shm files)",
+                    path.display(),
+                    meta.permissions().mode() & 0o777
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(StorageError::Setup(format!(
+            "cannot create the database file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// One connection with no pool behind it, for short-lived commands: a pool keeps background
+/// threads that may still be inside the database driver when the process exits.
+pub fn open_connection(settings: &Settings) -> Result<DbConn, StorageError> {
+    let manager = ConnectionManager {
+        url: prepare(settings)?,
+        busy_timeout: settings.database.busy_timeout.get(),
+    };
+    manager
+        .connect()
+        .map_err(|e| StorageError::Unavailable(Box::new(e)))
+}
+
+/// Applies pending migrations; returns the versions applied.
+pub fn run_migrations(conn: &mut DbConn) -> Result<Vec<String>, StorageError> {
+    let applied = match conn {
+        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+        DbConn::Pg(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+    }
+    .map_err(|e| StorageError::Setup(format!("migration failed: {e}")))?;
+    Ok(applied.iter().map(|v| v.to_string()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_transactions_nest_and_roll_back() {
+        let mut conn = DbConn::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        conn.batch_execute("CREATE TABLE t (x INTEGER)").unwrap();
+        let r: Result<(), StorageError> = conn.write_transaction(|c| {
+            c.batch_execute("INSERT INTO t VALUES (1)")?;
+            let inner: Result<(), StorageError> = c.write_transaction(|c| {
+                c.batch_execute("INSERT INTO t VALUES (2)")?;
+                Err(StorageError::Corrupt("roll back".into()))
+            });
+            assert!(inner.is_err());
+            Ok(())
+        });
+        r.unwrap();
+        let count = diesel::dsl::sql::<diesel::sql_types::BigInt>("SELECT COUNT(*) FROM t")
+            .get_result::<i64>(&mut conn)
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+
+    fn settings_with(data_dir: &Path, url: Option<&str>) -> Settings {
+        let mut s = Settings {
+            data_dir: data_dir.to_path_buf(),
+            ..Settings::default()
+        };
+        s.database.url = url.map(|u| DatabaseUrl::parse(u).unwrap());
+        s
+    }
+
+    #[test]
+    fn only_the_default_data_directory_is_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Default: <data_dir>/auth.db, the directory made on demand.
+        let data = tmp.path().join("data");
+        prepare(&settings_with(&data, None)).unwrap();
+        assert!(data.join("auth.db").is_file());
+        // Explicit: the directory must exist already.
+        let missing = tmp.path().join("nonexistent/dir/a.db");
+        let url = format!("sqlite://{}", missing.display());
+        let e = prepare(&settings_with(&data, Some(&url))).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(!tmp.path().join("nonexistent").exists());
+        let present = tmp.path().join("b.db");
+        prepare(&settings_with(
+            &data,
+            Some(&format!("sqlite://{}", present.display())),
+        ))
+        .unwrap();
+        assert!(present.is_file());
+    }
+}

@@ -1,0 +1,111 @@
+//! Storage: the pool, the schema, and one module per table or aggregate. Every query
+//! function takes a connection and runs synchronously; [`Database::run`] runs them on the
+//! blocking pool. Nothing here knows about HTTP or the domain's rules; it returns its own
+//! [`StorageError`], and outcomes (a taken name, a reused token) as plain values.
+
+pub mod audit;
+pub mod connection;
+mod error;
+pub mod prune;
+pub mod refresh_tokens;
+pub mod schema;
+pub mod sessions;
+pub mod users;
+
+use diesel::r2d2::{self, R2D2Connection};
+
+pub use connection::{DbConn, open_connection, run_migrations};
+pub use error::StorageError;
+
+use crate::config::{DatabaseUrl, Settings};
+use connection::{ConnectionManager, prepare};
+
+pub type Pool = r2d2::Pool<ConnectionManager>;
+
+/// The database handle the rest of the service uses.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    backend: &'static str,
+}
+
+impl Database {
+    /// Opens the pool (creating the default data directory if needed). Fails if the database
+    /// cannot be reached within `database.connect_timeout`.
+    pub fn connect(settings: &Settings) -> Result<Database, StorageError> {
+        let url = prepare(settings)?;
+        let backend = url.backend_name();
+        let memory = matches!(url, DatabaseUrl::SqliteMemory);
+        let manager = ConnectionManager {
+            url,
+            busy_timeout: settings.database.busy_timeout.get(),
+        };
+        let mut builder = r2d2::Pool::builder()
+            .max_size(settings.database.pool_size)
+            .connection_timeout(settings.database.connect_timeout.get())
+            .error_handler(Box::new(LogPoolErrors));
+        if memory {
+            // Every connection to :memory: is its own database: keep exactly one, forever.
+            builder = builder
+                .max_size(1)
+                .min_idle(Some(1))
+                .idle_timeout(None)
+                .max_lifetime(None);
+        } else {
+            builder = builder.min_idle(Some(1));
+        }
+        let pool = builder.build(manager)?;
+        Ok(Database { pool, backend })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool. `f` may return any
+    /// error that storage errors convert into, so callers compose queries in their own terms.
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(StorageError::from)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| E::from(StorageError::Task(e)))?
+    }
+
+    /// Same as [`Database::run`] for code that is already off the async workers.
+    pub fn run_blocking<T, E>(&self, f: impl FnOnce(&mut DbConn) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StorageError>,
+    {
+        let mut conn = self.pool.get().map_err(StorageError::from)?;
+        f(&mut conn)
+    }
+
+    /// Applies pending migrations; returns the versions applied.
+    pub fn migrate(&self) -> Result<Vec<String>, StorageError> {
+        self.run_blocking(run_migrations)
+    }
+
+    /// Whether a pooled connection answers.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        self.run(|conn| conn.ping().map_err(StorageError::from))
+            .await
+    }
+}
+
+#[derive(Debug)]
+struct LogPoolErrors;
+
+impl r2d2::HandleError<r2d2::Error> for LogPoolErrors {
+    fn handle_error(&self, error: r2d2::Error) {
+        // Connection errors may echo the URL's host, never its password (libpq omits it).
+        log::warn!("database connection error: {error}");
+    }
+}

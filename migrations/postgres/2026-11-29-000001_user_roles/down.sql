@@ -1,0 +1,6 @@
+ALTER TABLE users ADD COLUMN roles TEXT NOT NULL DEFAULT 'user';
+UPDATE users SET roles = COALESCE(
+    (SELECT string_agg(role, ',' ORDER BY role) FROM user_roles r WHERE r.user_id = users.id),
+    ''
+);
+DROP TABLE user_roles;

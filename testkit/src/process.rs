@@ -1,0 +1,239 @@
+//! The workspace's binaries as child processes on free ports.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::sleep_secs;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A binary of another workspace member, built for the profile and target directory the
+/// running test binary was built with.
+///
+/// Cargo only exposes `CARGO_BIN_EXE_*` for a package's own binaries, so this builds the
+/// other package's binary itself, once per test process, with `cargo build -p PACKAGE --bin
+/// BIN --tests`. `--tests` makes cargo resolve features exactly as `cargo test --workspace`
+/// does (dev-dependencies included), so after that command this is a no-op that reuses the
+/// very binary it built. From a clean clone, or after the package changed, it (re)builds, so
+/// a stale binary is never tested. (Cargo releases its build-directory lock before it runs
+/// tests, so this nested build does not wait on the outer one.)
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(bin) {
+        return path.clone();
+    }
+    // <target-dir>/[<triple>/]<profile-dir>/deps/<this test binary>
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary is in <target>/<profile>/deps");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_string(),
+        Some(other) => other.to_string(),
+        None => panic!("cannot tell the profile from {}", exe.display()),
+    };
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "--quiet",
+        "-p",
+        package,
+        "--bin",
+        bin,
+        "--tests",
+        "--profile",
+        &profile,
+    ]);
+    let above = profile_dir.parent().expect("target dir");
+    if above.join("CACHEDIR.TAG").exists() {
+        cmd.arg("--target-dir").arg(above);
+    } else {
+        // Cross-compiled layout: <target-dir>/<triple>/<profile>.
+        let triple = above.file_name().and_then(|n| n.to_str()).expect("triple");
+        cmd.args(["--target", triple])
+            .arg("--target-dir")
+            .arg(above.parent().expect("target dir"));
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} was not built", path.display());
+    built.insert(bin.to_string(), path.clone());
+    path
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub type Env = BTreeMap<String, String>;
+
+pub fn env(pairs: &[(&str, &str)]) -> Env {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A binary running with exactly the environment it is given (nothing of the test process's
+/// own environment leaks in). Its output is captured, printed if the test fails, and can be
+/// searched (for instance for tokens, which must never appear).
+pub struct Service {
+    pub name: &'static str,
+    bin: PathBuf,
+    pub env: Env,
+    cwd: PathBuf,
+    /// URLs that answer 200 once the service is up.
+    ready: Vec<String>,
+    child: Option<Child>,
+    output: Arc<Mutex<String>>,
+}
+
+impl Service {
+    pub async fn start(
+        name: &'static str,
+        bin: &Path,
+        env: Env,
+        cwd: &Path,
+        ready: Vec<String>,
+    ) -> Service {
+        let mut service = Service {
+            name,
+            bin: bin.to_path_buf(),
+            env,
+            cwd: cwd.to_path_buf(),
+            ready,
+            child: None,
+            output: Arc::default(),
+        };
+        service.spawn().await;
+        service
+    }
+
+    async fn spawn(&mut self) {
+        let mut child = Command::new(&self.bin)
+            .env_clear()
+            .envs(&self.env)
+            .current_dir(&self.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("stderr"));
+        for stream in [out, err] {
+            let output = self.output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut o = output.lock().unwrap_or_else(|e| e.into_inner());
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        self.child = Some(child);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for url in self.ready.clone() {
+            loop {
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    panic!(
+                        "{} exited during start-up ({status}):\n{}",
+                        self.name,
+                        self.output()
+                    );
+                }
+                if let Ok(r) = client.get(&url).send().await
+                    && r.status() == 200
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} did not answer {url}:\n{}",
+                    self.name,
+                    self.output()
+                );
+                sleep_secs(0.05).await;
+            }
+        }
+    }
+
+    /// Ends the process at once (as a crash or `docker kill` would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again with the same environment, changed by `overrides`.
+    pub async fn restart_with(&mut self, overrides: &[(&str, &str)]) {
+        self.stop();
+        for (k, v) in overrides {
+            self.env.insert(k.to_string(), v.to_string());
+        }
+        self.spawn().await;
+    }
+
+    pub async fn restart(&mut self) {
+        self.restart_with(&[]).await
+    }
+
+    /// Everything the process has written to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Asserts that none of `secrets` ever reached the process's output.
+    #[track_caller]
+    pub fn assert_never_logged(&self, secrets: &[&str]) {
+        let out = self.output();
+        for secret in secrets {
+            assert!(!secret.is_empty());
+            assert!(
+                !out.contains(secret),
+                "{} logged a token or secret:\n{out}",
+                self.name
+            );
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("----- {} output -----\n{}", self.name, self.output());
+        }
+    }
+}
