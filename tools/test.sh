@@ -5,11 +5,11 @@
 # `.ci/run` calls exactly it.
 #
 #   tools/test.sh                     # everything
-#   tools/test.sh -p auth-service     # arguments go to `cargo test` (the compose check is
-#                                     # skipped when any are given)
+#   tools/test.sh -p auth-service     # with arguments: `cargo test ARGS` instead of
+#   tools/test.sh --workspace login   # `cargo test --workspace`, and no compose check
 #
-# Needs: Debian's apt (as root, or sudo) for libpq-dev and nginx-light when they are
-# missing; python3 with venv for the compose validators (from PyPI); a PostgreSQL server at
+# Needs: Debian's apt (as root, or sudo) for libpq-dev, postgresql-client (pg_isready) and
+# nginx-light when they are missing; python3 with venv for the compose validators (from PyPI); a PostgreSQL server at
 # TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres). A local cluster
 # that is installed but stopped is started. PostgreSQL being unreachable fails the run
 # loudly; no test is ever skipped.
@@ -36,6 +36,9 @@ step "system packages"
 # diesel's PostgreSQL backend links libpq; SQLite is bundled.
 if ! ldconfig -p | grep -q 'libpq\.so\b' || [ ! -e /usr/include/postgresql/libpq-fe.h ]; then
   apt_install libpq-dev
+fi
+if ! command -v pg_isready >/dev/null; then
+  apt_install postgresql-client
 fi
 # A system test runs deploy/nginx/auth_request.conf in a real nginx (its own instance).
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
@@ -88,5 +91,10 @@ if [ "$#" -eq 0 ]; then
   "$compose_tmp/schema/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
 fi
 
-step "cargo test --workspace (SQLite and PostgreSQL)"
-cargo test --workspace "$@"
+if [ "$#" -eq 0 ]; then
+  step "cargo test --workspace (SQLite and PostgreSQL)"
+  cargo test --workspace
+else
+  step "cargo test $* (SQLite and PostgreSQL)"
+  cargo test "$@"
+fi

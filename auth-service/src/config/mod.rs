@@ -158,9 +158,14 @@ section! {
         pub iterations: u32 = 2,
         #[serde(deserialize_with = "values::whole")]
         pub parallelism: u32 = 1,
-        /// How many hashes may run at once; unset means one per CPU.
+        /// Hashing workers (each keeps its own `memory_kib` buffer); unset means one per CPU.
         #[serde(deserialize_with = "values::whole_opt")]
         pub max_concurrent: Option<usize> = None,
+        /// Hashes that may wait for a worker; past this, 503 `overloaded` at once.
+        #[serde(deserialize_with = "values::whole")]
+        pub queue_size: usize = 64,
+        /// Longest wait for a worker; a request that waited longer gets 503 `overloaded`.
+        pub queue_timeout: Span = Span::secs(1),
     }
 }
 
@@ -194,6 +199,10 @@ section! {
         #[serde(deserialize_with = "values::whole")]
         pub max_failures_per_ip: u32 = 100,
         pub failure_window: Span = Span::secs(15 * 60),
+        /// Longest a login waits for earlier attempts on the same account or address to
+        /// finish (while failures plus running attempts reach a limit) before 503
+        /// `overloaded`. Correct logins wait; they are never refused for others in flight.
+        pub max_wait: Span = Span::secs(2),
     }
 }
 
@@ -267,7 +276,7 @@ impl Settings {
         let raw = builder.build().map_err(|e| SettingsError(e.to_string()))?;
         let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
             let path = e.path().to_string();
-            let inner = strip_config_noise(&e.into_inner().to_string());
+            let inner = e.into_inner().to_string();
             if path.is_empty() || path == "." {
                 SettingsError(inner)
             } else {
@@ -324,6 +333,9 @@ impl Settings {
         if self.login.max_failures_per_ip == 0 {
             return err("login.max_failures_per_ip", "must be at least 1");
         }
+        if self.login.max_wait > Span::secs(60) {
+            return err("login.max_wait", "must be at most 60s");
+        }
         if self.login.failure_window < Span::secs(1) {
             return err("login.failure_window", "must be at least 1s");
         }
@@ -345,6 +357,9 @@ impl Settings {
         }
         if p.max_concurrent == Some(0) {
             return err("password.max_concurrent", "must be at least 1");
+        }
+        if p.queue_timeout > Span::secs(60) {
+            return err("password.queue_timeout", "must be at most 60s");
         }
         let k = &self.keys;
         if k.signing_key.is_some() && k.signing_key_file.is_some() {
@@ -397,11 +412,6 @@ impl Settings {
         ));
         out
     }
-}
-
-/// config's own errors end with where the value came from, which the key already says.
-fn strip_config_noise(message: &str) -> String {
-    message.to_string()
 }
 
 /// Reads a secret from a file, trimming the trailing newline editors add.

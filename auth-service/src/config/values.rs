@@ -344,43 +344,39 @@ impl Serialize for DatabaseUrl {
 }
 
 /// Replaces passwords in a URL with `***`: the user-info password and the value of any query
-/// parameter whose name contains "pass" or "secret" (libpq reads `?password=`).
+/// parameter whose name contains "pass", "secret" or "key" (libpq reads `?password=`).
+/// Everything up to the last `@` is user info (libpq accepts an unencoded `?`, `/` or `#` in
+/// a password), so a password can never be taken for the host or the query.
 pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
     };
-    let mut out = match base.find("://") {
-        Some(scheme_end) => {
-            let rest = &base[scheme_end + 3..];
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let authority = &rest[..authority_end];
-            match authority.rfind('@') {
-                Some(at) => {
-                    let userinfo = &authority[..at];
-                    let user = userinfo.split(':').next().unwrap_or("");
-                    let masked = if userinfo.contains(':') {
-                        format!("{user}:***")
-                    } else {
-                        user.to_string()
-                    };
-                    format!("{}://{}@{}", &base[..scheme_end], masked, &rest[at + 1..])
-                }
-                None => base.to_string(),
-            }
+    let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
+    let (userinfo, location) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let mut out = format!("{scheme}://");
+    if let Some(userinfo) = userinfo {
+        match userinfo.split_once(':') {
+            Some((user, _)) => out.push_str(&format!("{user}:***@")),
+            None => out.push_str(&format!("{userinfo}@")),
         }
-        None => base.to_string(),
-    };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if is_secret_param(k) => format!("{k}=***"),
-                _ => pair.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
+    }
+    match location.split_once('?') {
+        Some((base, query)) => {
+            out.push_str(base);
+            let params: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if is_secret_param(k) => format!("{k}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            out.push('?');
+            out.push_str(&params.join("&"));
+        }
+        None => out.push_str(location),
     }
     out
 }
@@ -481,6 +477,16 @@ mod tests {
             redact_url("postgresql://u:x@h/db?sslpassword=k"),
             "postgresql://u:***@h/db?sslpassword=***"
         );
+        // Characters that end a host or start a query, inside the password.
+        for url in [
+            "postgres://u:pa?ss@h/db",
+            "postgres://u:pa/ss@h/db",
+            "postgres://u:pa#ss@h/db",
+            "postgres://u:p@ss@h/db",
+        ] {
+            let shown = redact_url(url);
+            assert_eq!(shown, "postgres://u:***@h/db", "{url}");
+        }
     }
 
     #[test]

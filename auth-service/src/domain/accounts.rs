@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::sessions::AccessClaims;
 use crate::domain::validation::{normalize_email, validate_password, validate_username};
-use crate::domain::{Context, Error, User};
+use crate::domain::{Context, Error, User, refused};
 use crate::model::{ClientInfo, Role, Roles, SessionId, UserId};
 use crate::security::passwords::Passwords;
 use crate::security::throttle::LoginThrottle;
@@ -123,7 +123,8 @@ impl Accounts {
         if let Some(throttle) = &self.register_throttle {
             throttle
                 .begin(client.ip, "", self.ctx.now())
-                .map_err(|retry_after| Error::TooManyAttempts { retry_after })?
+                .await
+                .map_err(refused)?
                 .keep();
         }
         let hash = self.passwords.hash(input.password).await?;
@@ -176,7 +177,8 @@ impl Accounts {
         let attempt = self
             .login_throttle
             .begin(client.ip, &throttle_key, self.ctx.now())
-            .map_err(|retry_after| Error::TooManyAttempts { retry_after })?;
+            .await
+            .map_err(refused)?;
         let id = caller.sub;
         let user = self.ctx.db.run(move |conn| users::find(conn, &id)).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());

@@ -211,6 +211,13 @@ impl Admin {
         Admin { ctx }
     }
 
+    /// Refuses (403) a caller who is not an enabled administrator according to the
+    /// database. Every operation below checks this itself; the HTTP layer calls it first
+    /// where it must parse input after the check.
+    pub async fn ensure_admin(&self, caller: &AccessClaims) -> Result<(), Error> {
+        self.require_admin(caller).await.map(|_| ())
+    }
+
     /// The caller, if they are an enabled administrator according to the database.
     async fn require_admin(&self, caller: &AccessClaims) -> Result<UserId, Error> {
         let id = caller.sub;

@@ -42,6 +42,9 @@ pub enum Error {
     /// Too many attempts (failed logins, registrations); retry after this many seconds.
     #[error("too many attempts; try again later")]
     TooManyAttempts { retry_after: i64 },
+    /// Too much work queued (password hashing): retrying shortly may succeed.
+    #[error("the service is overloaded; try again shortly")]
+    Overloaded,
     /// The database cannot be reached or is busy; retrying later may succeed.
     #[error("service temporarily unavailable")]
     Unavailable(#[source] StorageError),
@@ -62,7 +65,10 @@ impl From<StorageError> for Error {
 
 impl From<PasswordError> for Error {
     fn from(e: PasswordError) -> Self {
-        Error::Internal(Box::new(e))
+        match e {
+            PasswordError::Overloaded => Error::Overloaded,
+            other => Error::Internal(Box::new(other)),
+        }
     }
 }
 

@@ -56,12 +56,14 @@ impl Services {
             settings.login.failure_window.as_secs_i64(),
             settings.login.max_failures,
             settings.login.max_failures_per_ip,
+            settings.login.max_wait.get(),
         ));
         let register_throttle = (settings.register.max_per_ip > 0).then(|| {
             Arc::new(LoginThrottle::new(
                 settings.register.window.as_secs_i64(),
                 u32::MAX,
                 settings.register.max_per_ip,
+                settings.login.max_wait.get(),
             ))
         });
         let tokens = Arc::new(Tokens::new(keys, &settings.tokens));
@@ -129,6 +131,15 @@ impl Context {
         for sid in sessions {
             self.revoked.record(*sid, at);
         }
+    }
+}
+
+/// The domain's answer when a throttle refuses an attempt.
+pub(crate) fn refused(r: crate::security::throttle::Refused) -> Error {
+    use crate::security::throttle::Refused;
+    match r {
+        Refused::TooMany { retry_after } => Error::TooManyAttempts { retry_after },
+        Refused::Busy => Error::Overloaded,
     }
 }
 

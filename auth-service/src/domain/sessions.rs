@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::validation::MAX_EMAIL_CHARS;
-use crate::domain::{Context, Error};
+use crate::domain::{Context, Error, refused};
 use crate::model::{ClientInfo, SessionId, TokenId, UserId};
 use crate::security::passwords::{MAX_PASSWORD_CHARS, Passwords};
 use crate::security::throttle::LoginThrottle;
@@ -18,8 +18,7 @@ use crate::storage::users::{self, UserRecord};
 
 pub use crate::security::tokens::AccessClaims;
 
-/// A fresh token pair.
-#[derive(Debug)]
+/// A fresh token pair. `Debug` shows no token.
 pub struct IssuedTokens {
     pub access_token: String,
     pub refresh_token: String,
@@ -27,6 +26,17 @@ pub struct IssuedTokens {
     pub expires_in: i64,
     /// Seconds the refresh token lives.
     pub refresh_expires_in: i64,
+}
+
+impl std::fmt::Debug for IssuedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedTokens")
+            .field("access_token", &"<redacted>")
+            .field("refresh_token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .field("refresh_expires_in", &self.refresh_expires_in)
+            .finish()
+    }
 }
 
 pub struct Sessions {
@@ -65,10 +75,6 @@ impl Sessions {
         {
             return Err(Error::InvalidCredentials);
         }
-        let attempt = self
-            .throttle
-            .begin(client.ip, login, self.ctx.now())
-            .map_err(|retry_after| Error::TooManyAttempts { retry_after })?;
         // No username or email holds a control character, and PostgreSQL refuses NUL in
         // text: such a login matches nobody, but still goes through the dummy hash.
         let matchable = !login.chars().any(char::is_control);
@@ -85,6 +91,17 @@ impl Sessions {
         } else {
             None
         };
+        // One bucket per account, however it is named (username or email); one per typed
+        // name for names that match nobody.
+        let bucket = match &found {
+            Some(c) => format!("user:{}", c.id),
+            None => format!("name:{tried}"),
+        };
+        let attempt = self
+            .throttle
+            .begin(client.ip, &bucket, self.ctx.now())
+            .await
+            .map_err(refused)?;
         let stored = found.as_ref().map(|c| c.password_hash.clone());
         let verified = self.passwords.verify(password.clone(), stored).await?;
         let user_id = match &found {
@@ -154,6 +171,9 @@ impl Sessions {
             .db
             .run(move |conn| {
                 conn.write_transaction(|conn| {
+                    // Held until commit: a disable or role change waits for this session to
+                    // exist (and so ends it), or lands first and is read here.
+                    users::lock_for_session(conn, &user_id)?;
                     let user = match users::find(conn, &user_id)? {
                         Some(user) if !user.disabled => user,
                         _ => return Ok(None),

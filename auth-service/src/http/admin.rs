@@ -138,6 +138,8 @@ pub async fn audit(
     caller: Caller,
     query: web::Query<AuditQueryParams>,
 ) -> Result<HttpResponse, ApiError> {
+    // Who asks comes first: a non-administrator learns nothing about the filter syntax.
+    state.services.admin.ensure_admin(&caller.0).await?;
     let filter = audit_filter(query.into_inner())?;
     let page = state.services.admin.audit(&caller.0, filter).await?;
     Ok(HttpResponse::Ok().json(AuditPage {

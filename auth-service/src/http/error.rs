@@ -12,8 +12,10 @@ use serde::Serialize;
 
 use crate::domain::Error;
 
-/// Seconds a client should wait before retrying after a 503.
+/// Seconds a client should wait before retrying after a 503 for the database.
 const RETRY_AFTER_SECS: &str = "5";
+/// Seconds to wait after a 503 `overloaded`: the queue drains within a second or two.
+const OVERLOADED_RETRY_AFTER_SECS: &str = "1";
 
 /// An error at the HTTP edge: a domain error, or a request the edge itself refused.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,7 @@ fn status_and_code(e: &ApiError) -> (StatusCode, &'static str) {
             Error::SessionRevoked => (S::UNAUTHORIZED, "session_revoked"),
             Error::Forbidden => (S::FORBIDDEN, "forbidden"),
             Error::TooManyAttempts { .. } => (S::TOO_MANY_REQUESTS, "too_many_attempts"),
+            Error::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded"),
             Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "service_unavailable"),
             Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error"),
         },
@@ -146,6 +149,12 @@ impl ApiError {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            ApiError::Domain(Error::Overloaded) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS),
                 );
             }
             ApiError::Domain(Error::TooManyAttempts { retry_after }) => {

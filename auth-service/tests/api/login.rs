@@ -124,8 +124,9 @@ both_backends! {
     async fn parallel_guesses_cannot_outrun_the_throttle(b: Backend) {
         let app = TestApp::spawn_with(b, &[("AUTH__LOGIN__MAX_FAILURES", "3")]).await;
         app.register("alice", "correct horse").await;
-        // 12 guesses at once: each is counted when it starts, so no more than the limit get
-        // their password checked, however the requests interleave.
+        // 12 guesses at once: no more than the limit get their password checked, however the
+        // requests interleave (an attempt starts only while failures plus attempts running
+        // stay under the limit; the others wait, then are refused).
         let guesses = (0..12).map(|_| app.login("alice", "wrong guess"));
         let statuses: Vec<u16> = futures_util::future::join_all(guesses).await.iter().map(|r| r.status.as_u16()).collect();
         let checked = statuses.iter().filter(|s| **s == 401).count();
@@ -133,6 +134,54 @@ both_backends! {
         assert_eq!(checked + refused, 12, "{statuses:?}");
         assert_eq!(checked, 3, "{statuses:?}");
         app.login("alice", "correct horse").await.assert_error(429, "too_many_attempts");
+    }
+
+    async fn a_burst_of_correct_logins_is_never_throttled(b: Backend) {
+        // A script or a NAT'ed office: 20 correct logins of one account at once, with a limit
+        // of 10 failures. Attempts in flight are not failures.
+        let app = TestApp::spawn(b).await;
+        app.register("alice", "correct horse").await;
+        let logins = (0..20).map(|_| app.login("alice", "correct horse"));
+        let statuses: Vec<u16> = futures_util::future::join_all(logins).await.iter().map(|r| r.status.as_u16()).collect();
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    }
+
+    async fn username_and_email_share_one_bucket(b: Backend) {
+        let app = TestApp::spawn_with(b, &[("AUTH__LOGIN__MAX_FAILURES", "4")]).await;
+        let r = app.post("/register", json!({"username": "alice", "password": "correct horse", "email": "alice@example.com"})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        for login in ["alice", "ALICE@example.com", "Alice", "alice@example.com"] {
+            app.login(login, "wrong guess").await.assert_error(401, "invalid_credentials");
+        }
+        // Four failures, whichever name was typed: both names are now refused.
+        app.login("alice", "correct horse").await.assert_error(429, "too_many_attempts");
+        app.login("alice@example.com", "correct horse").await.assert_error(429, "too_many_attempts");
+    }
+
+    async fn a_full_hashing_queue_answers_overloaded(b: Backend) {
+        // One hashing worker, room for one waiting hash, slow hashes: of a burst of logins,
+        // some are answered 503 overloaded at once, with Retry-After, and change nothing.
+        let app = TestApp::spawn_with(b, &[
+            ("AUTH__PASSWORD__MAX_CONCURRENT", "1"),
+            ("AUTH__PASSWORD__QUEUE_SIZE", "1"),
+            ("AUTH__PASSWORD__MEMORY_KIB", "16384"),
+            ("AUTH__PASSWORD__ITERATIONS", "3"),
+        ]).await;
+        app.register("alice", "correct horse").await;
+        let replies = futures_util::future::join_all((0..12).map(|_| app.login("alice", "correct horse"))).await;
+        let overloaded: Vec<&Reply> = replies.iter().filter(|r| r.status == 503).collect();
+        assert!(!overloaded.is_empty(), "no login was refused");
+        for r in &overloaded {
+            r.assert_error(503, "overloaded");
+            assert_eq!(r.header("retry-after"), Some("1"));
+        }
+        let ok = replies.iter().filter(|r| r.status == 200).count();
+        assert_eq!(ok + overloaded.len(), replies.len());
+        // Refused logins opened no session; the others did.
+        let (_, admin_at, _) = app.admin("root").await;
+        let alice = app.get_as("/admin/users?username=alice", &admin_at).await.body["users"][0]["id"].as_str().unwrap().to_string();
+        let events = app.get_as(&format!("/admin/audit?user_id={alice}&kind=login_succeeded"), &admin_at).await;
+        assert_eq!(events.body["events"].as_array().unwrap().len(), ok);
     }
 
     async fn forwarded_for_is_believed_only_from_trusted_proxies(b: Backend) {

@@ -1,0 +1,2 @@
+//! Empty: `[build-dependencies]` needs a build script to count.
+fn main() {}
