@@ -5,26 +5,30 @@
 //! * [`Reply`] and [`send`]: an HTTP answer with the one error shape's assertions;
 //! * [`claims`] and friends: peeking into a JWT without verifying it;
 //! * [`Service`] and [`workspace_bin`]: a workspace binary as a child process, with its
-//!   output captured (and searched for secrets).
+//!   output captured (and searched for secrets);
+//! * [`PgCluster`]: a PostgreSQL server of the test's own, to stop, freeze and restart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod db;
 mod jwt;
+mod pg_cluster;
 mod process;
 mod reply;
 
 pub use actix_web;
 pub use db::{Backend, TestDb, postgres_admin_url, with_database};
 pub use jwt::{claims, header, sid_of, sub_of};
+pub use pg_cluster::PgCluster;
 pub use process::{Env, Service, env, free_port, workspace_bin, workspace_root};
-pub use reply::{Reply, send};
+pub use reply::{Reply, send, try_send};
 
 /// Generates `NAME::sqlite` and `NAME::postgres` tests from one body.
 #[macro_export]
 macro_rules! both_backends {
-    ($(async fn $name:ident($b:ident: Backend) $body:block)*) => {
+    ($($(#[doc = $doc:expr])* async fn $name:ident($b:ident: Backend) $body:block)*) => {
         $(
+            $(#[doc = $doc])*
             mod $name {
                 #[allow(unused_imports)]
                 use super::*;

@@ -102,6 +102,8 @@ pub fn env(pairs: &[(&str, &str)]) -> Env {
 pub struct Service {
     pub name: &'static str,
     bin: PathBuf,
+    /// Arguments, replaceable between restarts.
+    pub args: Vec<String>,
     pub env: Env,
     cwd: PathBuf,
     /// URLs that answer 200 once the service is up.
@@ -118,9 +120,22 @@ impl Service {
         cwd: &Path,
         ready: Vec<String>,
     ) -> Service {
+        Service::start_with_args(name, bin, &[], env, cwd, ready).await
+    }
+
+    /// [`Service::start`] with command-line arguments.
+    pub async fn start_with_args(
+        name: &'static str,
+        bin: &Path,
+        args: &[&str],
+        env: Env,
+        cwd: &Path,
+        ready: Vec<String>,
+    ) -> Service {
         let mut service = Service {
             name,
             bin: bin.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             env,
             cwd: cwd.to_path_buf(),
             ready,
@@ -133,6 +148,7 @@ impl Service {
 
     async fn spawn(&mut self) {
         let mut child = Command::new(&self.bin)
+            .args(&self.args)
             .env_clear()
             .envs(&self.env)
             .current_dir(&self.cwd)
@@ -185,7 +201,12 @@ impl Service {
         }
     }
 
-    /// Ends the process at once (as a crash or `docker kill` would).
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Ends the process at once with SIGKILL (as a crash or `docker kill` would).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

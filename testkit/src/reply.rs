@@ -70,12 +70,18 @@ impl Reply {
     }
 }
 
-/// Sends a request and reads the whole answer.
+/// Sends a request and reads the whole answer; a failed connection fails the test.
 pub async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let resp = req.send().await.expect("request");
+    try_send(req).await.expect("request")
+}
+
+/// Sends a request and reads the whole answer, or says why there is none (the server is
+/// down, the connection broke).
+pub async fn try_send(req: reqwest::RequestBuilder) -> Result<Reply, reqwest::Error> {
+    let resp = req.send().await?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.expect("body");
+    let bytes = resp.bytes().await?;
     let body = if bytes.is_empty() {
         Value::Null
     } else {
@@ -86,9 +92,9 @@ pub async fn send(req: reqwest::RequestBuilder) -> Reply {
             )
         })
     };
-    Reply {
+    Ok(Reply {
         status,
         headers,
         body,
-    }
+    })
 }

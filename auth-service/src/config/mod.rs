@@ -74,8 +74,13 @@ section! {
         /// Connections in the pool.
         #[serde(deserialize_with = "values::whole")]
         pub pool_size: u32 = 10,
-        /// Longest wait for a pooled connection before answering 503.
+        /// Longest wait for a pooled connection (and, on PostgreSQL, for a new connection
+        /// to be made) before answering 503.
         pub connect_timeout: Span = Span::secs(3),
+        /// Longest a request waits on the database, connection and queries together,
+        /// before answering 503 `service_unavailable`, even when the database hangs. Also
+        /// PostgreSQL's `statement_timeout` and `lock_timeout` for each connection.
+        pub timeout: Span = Span::secs(3),
         /// How long a SQLite connection waits for a lock before giving up.
         pub busy_timeout: Span = Span::secs(5),
     }
@@ -344,6 +349,12 @@ impl Settings {
         }
         if self.database.pool_size == 0 {
             return err("database.pool_size", "must be at least 1");
+        }
+        if self.database.timeout < Span::millis(100) || self.database.timeout > Span::secs(300) {
+            return err("database.timeout", "must be between 100ms and 5m");
+        }
+        if self.database.connect_timeout < Span::secs(1) {
+            return err("database.connect_timeout", "must be at least 1s");
         }
         let p = &self.password;
         if p.parallelism == 0 {

@@ -12,10 +12,10 @@ use crate::domain::{Context, Error, User};
 use crate::model::{ClientInfo, Role, Roles, UserId};
 use crate::security::passwords::Passwords;
 use crate::security::throttle::LoginThrottle;
-use crate::storage::DbConn;
 use crate::storage::prune::{self, PruneRequest, Pruned};
 use crate::storage::sessions as session_table;
 use crate::storage::users::{self, NewUser};
+use crate::storage::{DbConn, health};
 
 /// The limits of one pruning pass under `settings`, at time `now`.
 pub fn prune_request(settings: &Settings, now: i64) -> PruneRequest {
@@ -128,9 +128,14 @@ impl Maintenance {
             .await?)
     }
 
-    /// Whether the database answers. Any failure counts as "not ready" (503), whatever its
-    /// cause.
+    /// Whether the database takes a write now (a full disk or a read-only database is not
+    /// ready). Any failure counts as "not ready" (503), whatever its cause.
     pub async fn ready(&self) -> Result<(), Error> {
-        self.ctx.db.ping().await.map_err(Error::Unavailable)
+        let now = self.ctx.now();
+        self.ctx
+            .db
+            .run(move |conn| health::probe_write(conn, now))
+            .await
+            .map_err(Error::Unavailable)
     }
 }

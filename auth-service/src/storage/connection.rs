@@ -75,6 +75,51 @@ impl DbConn {
 pub struct ConnectionManager {
     pub(crate) url: DatabaseUrl,
     pub(crate) busy_timeout: Duration,
+    /// `database.timeout`: PostgreSQL's `statement_timeout` and `lock_timeout`.
+    pub(crate) statement_timeout: Duration,
+    /// `database.connect_timeout`: libpq's `connect_timeout`.
+    pub(crate) connect_timeout: Duration,
+}
+
+impl ConnectionManager {
+    pub(crate) fn new(settings: &Settings, url: DatabaseUrl) -> ConnectionManager {
+        ConnectionManager {
+            url,
+            busy_timeout: settings.database.busy_timeout.get(),
+            statement_timeout: settings.database.timeout.get(),
+            connect_timeout: settings.database.connect_timeout.get(),
+        }
+    }
+
+    /// The PostgreSQL URL with what bounds a hung server added, unless the URL sets it
+    /// itself: a connect timeout, TCP keepalives, and a TCP user timeout (unacknowledged
+    /// data gives up after it), so a dead peer is noticed.
+    fn postgres_url(&self, url: &str) -> String {
+        let secs = self.connect_timeout.as_secs().max(2);
+        let user_timeout_ms = self.statement_timeout.as_millis().max(1000);
+        let wanted = [
+            ("connect_timeout", secs.to_string()),
+            ("keepalives", "1".to_string()),
+            ("keepalives_idle", "10".to_string()),
+            ("keepalives_interval", "3".to_string()),
+            ("keepalives_count", "3".to_string()),
+            ("tcp_user_timeout", user_timeout_ms.to_string()),
+        ];
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        let mut out = url.to_string();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        for (key, value) in wanted {
+            let present = query
+                .split('&')
+                .any(|pair| pair.split('=').next() == Some(key));
+            if !present {
+                out.push(sep);
+                out.push_str(&format!("{key}={value}"));
+                sep = '&';
+            }
+        }
+        out
+    }
 }
 
 impl ManageConnection for ConnectionManager {
@@ -99,9 +144,18 @@ impl ManageConnection for ConnectionManager {
         match &self.url {
             DatabaseUrl::SqliteFile(path) => sqlite(&path.to_string_lossy()),
             DatabaseUrl::SqliteMemory => sqlite(":memory:"),
-            DatabaseUrl::Postgres(url) => PgConnection::establish(url.expose_secret())
-                .map(DbConn::Pg)
-                .map_err(diesel::r2d2::Error::ConnectionError),
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = PgConnection::establish(&self.postgres_url(url.expose_secret()))
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                // The server gives up on a statement or a lock wait after database.timeout
+                // too, so nothing it runs for us outlives the request that asked.
+                let ms = self.statement_timeout.as_millis();
+                conn.batch_execute(&format!(
+                    "SET statement_timeout = {ms}; SET lock_timeout = {ms};"
+                ))
+                .map_err(diesel::r2d2::Error::QueryError)?;
+                Ok(DbConn::Pg(conn))
+            }
         }
     }
 
@@ -185,23 +239,57 @@ fn create_private_file(path: &Path) -> Result<(), StorageError> {
 /// One connection with no pool behind it, for short-lived commands: a pool keeps background
 /// threads that may still be inside the database driver when the process exits.
 pub fn open_connection(settings: &Settings) -> Result<DbConn, StorageError> {
-    let manager = ConnectionManager {
-        url: prepare(settings)?,
-        busy_timeout: settings.database.busy_timeout.get(),
-    };
+    let manager = ConnectionManager::new(settings, prepare(settings)?);
     manager
         .connect()
         .map_err(|e| StorageError::Unavailable(Box::new(e)))
 }
 
-/// Applies pending migrations; returns the versions applied.
+/// Any number key of the advisory lock that serialises migrations on PostgreSQL.
+const MIGRATION_LOCK: i64 = 0x0061_7574_686d_6967; // "authmig"
+
+/// Applies pending migrations; returns the versions applied. Instances starting together
+/// take turns: on PostgreSQL under an advisory lock, on SQLite inside one `BEGIN IMMEDIATE`
+/// transaction; whoever comes second finds nothing left to do. On PostgreSQL it lifts the
+/// connection's statement timeout: run it on a connection of its own.
 pub fn run_migrations(conn: &mut DbConn) -> Result<Vec<String>, StorageError> {
+    let failed = |e: &dyn std::fmt::Display| StorageError::Setup(format!("migration failed: {e}"));
     let applied = match conn {
-        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
-        DbConn::Pg(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
-    }
-    .map_err(|e| StorageError::Setup(format!("migration failed: {e}")))?;
-    Ok(applied.iter().map(|v| v.to_string()).collect())
+        DbConn::Sqlite(c) => c
+            .immediate_transaction(|c| {
+                c.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|v| v.iter().map(|v| v.to_string()).collect::<Vec<_>>())
+                    .map_err(MigrationError::Harness)
+            })
+            .map_err(|e| failed(&e))?,
+        DbConn::Pg(c) => {
+            // A migration may take longer than a request may; the lock waits as long as the
+            // other instance needs.
+            c.batch_execute(&format!(
+                "SET statement_timeout = 0; SET lock_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK});"
+            ))?;
+            let applied = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.iter().map(|v| v.to_string()).collect::<Vec<_>>())
+                .map_err(|e| failed(&e));
+            let unlocked =
+                c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK});"));
+            let applied = applied?;
+            unlocked?;
+            applied
+        }
+    };
+    Ok(applied)
+}
+
+/// A migration harness error inside diesel's transaction, which wants errors it can build
+/// from its own.
+#[derive(Debug, thiserror::Error)]
+enum MigrationError {
+    #[error("{0}")]
+    Harness(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Diesel(#[from] diesel::result::Error),
 }
 
 #[cfg(test)]

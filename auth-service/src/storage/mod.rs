@@ -12,7 +12,13 @@ pub mod schema;
 pub mod sessions;
 pub mod users;
 
-use diesel::r2d2::{self, R2D2Connection};
+pub mod health;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::r2d2::{self, ManageConnection, R2D2Connection};
+use tokio::sync::Semaphore;
 
 pub use connection::{DbConn, open_connection, run_migrations};
 pub use error::StorageError;
@@ -27,6 +33,13 @@ pub type Pool = r2d2::Pool<ConnectionManager>;
 pub struct Database {
     pool: Pool,
     backend: &'static str,
+    /// `database.timeout`: how long a caller waits for its work.
+    timeout: Duration,
+    /// Bounds the blocking threads working for the database: a hung database can tie up
+    /// this many, not one per request.
+    slots: Arc<Semaphore>,
+    url: DatabaseUrl,
+    settings: Arc<Settings>,
 }
 
 impl Database {
@@ -36,10 +49,7 @@ impl Database {
         let url = prepare(settings)?;
         let backend = url.backend_name();
         let memory = matches!(url, DatabaseUrl::SqliteMemory);
-        let manager = ConnectionManager {
-            url,
-            busy_timeout: settings.database.busy_timeout.get(),
-        };
+        let manager = ConnectionManager::new(settings, url.clone());
         let mut builder = r2d2::Pool::builder()
             .max_size(settings.database.pool_size)
             .connection_timeout(settings.database.connect_timeout.get())
@@ -55,7 +65,15 @@ impl Database {
             builder = builder.min_idle(Some(1));
         }
         let pool = builder.build(manager)?;
-        Ok(Database { pool, backend })
+        let slots = settings.database.pool_size as usize * 4;
+        Ok(Database {
+            pool,
+            backend,
+            timeout: settings.database.timeout.get(),
+            slots: Arc::new(Semaphore::new(slots)),
+            url,
+            settings: Arc::new(settings.clone()),
+        })
     }
 
     pub fn backend(&self) -> &'static str {
@@ -64,19 +82,39 @@ impl Database {
 
     /// Runs `f` with a pooled connection on the blocking thread pool. `f` may return any
     /// error that storage errors convert into, so callers compose queries in their own terms.
+    ///
+    /// Answers within `database.timeout` whatever the database does: past it the caller
+    /// gets [`StorageError::TimedOut`] (a 503) while the work, if it is stuck in a hung
+    /// server, finishes or fails in the background and gives its connection back. In a
+    /// transaction nothing is committed unless `f` returns, so a request answered 503 may
+    /// still have taken effect only if its commit was already under way.
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out = || E::from(StorageError::TimedOut(self.timeout));
+        let slot = match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await
+        {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) | Err(_) => return Err(timed_out()),
+        };
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(StorageError::from)?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| E::from(StorageError::Task(e)))?
+        let work = tokio::task::spawn_blocking(move || {
+            let result = pool
+                .get()
+                .map_err(StorageError::from)
+                .map_err(E::from)
+                .and_then(|mut conn| f(&mut conn));
+            drop(slot);
+            result
+        });
+        match tokio::time::timeout_at(deadline, work).await {
+            Ok(joined) => joined.map_err(|e| E::from(StorageError::Task(e)))?,
+            Err(_) => Err(timed_out()),
+        }
     }
 
     /// Same as [`Database::run`] for code that is already off the async workers.
@@ -88,9 +126,13 @@ impl Database {
         f(&mut conn)
     }
 
-    /// Applies pending migrations; returns the versions applied.
+    /// Applies pending migrations on a connection of its own (see [`run_migrations`]);
+    /// returns the versions applied.
     pub fn migrate(&self) -> Result<Vec<String>, StorageError> {
-        self.run_blocking(run_migrations)
+        let mut conn = ConnectionManager::new(&self.settings, self.url.clone())
+            .connect()
+            .map_err(|e| StorageError::Unavailable(Box::new(e)))?;
+        run_migrations(&mut conn)
     }
 
     /// Whether a pooled connection answers.

@@ -70,3 +70,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     audit_events
 );
+
+diesel::table! {
+    service_health (id) {
+        id -> Integer,
+        checked_at -> BigInt,
+        ballast -> Nullable<Binary>,
+    }
+}

@@ -264,6 +264,33 @@ both_backends! {
         assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
         assert!(String::from_utf8_lossy(&second.stdout).contains("no pending migrations"));
     }
+
+    async fn instances_started_together_all_migrate(b: Backend) {
+        // Replicas starting at once on a fresh database: one migrates, the others wait for
+        // it and find nothing left to do. Every one of them succeeds.
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(b, dir.path());
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                command(dir.path())
+                    .arg("migrate")
+                    .env("DATABASE_URL", &db.url)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        for out in &outputs {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let applied = outputs
+            .iter()
+            .filter(|o| String::from_utf8_lossy(&o.stdout).contains("applied migrations"))
+            .count();
+        assert_eq!(applied, 1, "exactly one instance applies the migrations");
+    }
 }
 
 fn run_with_stdin(mut cmd: Command, input: &str) -> std::process::Output {
