@@ -177,13 +177,32 @@ impl Passwords {
     }
 }
 
+/// Where the workers' scheduling priority sits on thread-priority's 0 (lowest) to 99 scale:
+/// about nice 10 on Linux.
+const WORKER_PRIORITY: u8 = 25;
+
 /// One worker: takes jobs until the queue closes, hashing in its own memory.
+///
+/// Hashing runs at a lower scheduling priority than the request handlers: under a login
+/// flood the cores are busy hashing, and `/verify` (and everything else that takes
+/// microseconds) should not wait behind it for its turn on a core.
 fn work(
     jobs: &Mutex<Receiver<Job>>,
     depth: &AtomicUsize,
     params: &Params,
     queue_timeout: Duration,
 ) {
+    let lowered = thread_priority::ThreadPriorityValue::try_from(WORKER_PRIORITY)
+        .map_err(|e| e.to_string())
+        .and_then(|p| {
+            thread_priority::set_current_thread_priority(
+                thread_priority::ThreadPriority::Crossplatform(p),
+            )
+            .map_err(|e| format!("{e:?}"))
+        });
+    if let Err(e) = lowered {
+        log::warn!("password hashing runs at normal priority: {e}");
+    }
     let mut memory = vec![Block::new(); params.block_count()];
     loop {
         let next = match jobs.lock() {
