@@ -8,8 +8,9 @@
 #   tools/test.sh -p auth-service     # with arguments: `cargo test ARGS` instead of
 #   tools/test.sh --workspace login   # `cargo test --workspace`, and no compose check
 #
-# Needs: Debian's apt (as root, or sudo) for libpq-dev, postgresql-client (pg_isready) and
-# nginx-light when they are missing; python3 with venv for the compose validators (from PyPI); a PostgreSQL server at
+# Needs: Debian's apt (as root, or sudo) for libpq-dev, postgresql-client (pg_isready),
+# postgresql (initdb and pg_ctl: the fault tests run a cluster of their own) and nginx-light
+# when they are missing; python3 with venv for the compose validators (from PyPI); a PostgreSQL server at
 # TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres). A local cluster
 # that is installed but stopped is started. PostgreSQL being unreachable fails the run
 # loudly; no test is ever skipped.
@@ -39,6 +40,10 @@ if ! ldconfig -p | grep -q 'libpq\.so\b' || [ ! -e /usr/include/postgresql/libpq
 fi
 if ! command -v pg_isready >/dev/null; then
   apt_install postgresql-client
+fi
+# The fault tests start, stop and freeze a PostgreSQL cluster of their own.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PG_BIN:-}" ]; then
+  apt_install postgresql
 fi
 # A system test runs deploy/nginx/auth_request.conf in a real nginx (its own instance).
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then

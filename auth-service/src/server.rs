@@ -2,6 +2,8 @@
 //! routes) and runs the two listeners and the background tasks.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::header;
@@ -39,6 +41,8 @@ pub struct RunningServer {
     pub state: web::Data<AppState>,
     handles: Vec<ServerHandle>,
     tasks: Vec<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
+    /// Tells the revocation-feed thread to end.
+    stop_feed: Arc<AtomicBool>,
 }
 
 impl RunningServer {
@@ -52,6 +56,7 @@ impl RunningServer {
 
     /// Asks both listeners to stop; returns once they have.
     pub async fn stop(&self, graceful: bool) {
+        self.stop_feed.store(true, Ordering::Relaxed);
         for h in &self.handles {
             h.stop(graceful).await;
         }
@@ -59,6 +64,7 @@ impl RunningServer {
 
     /// Signals both listeners to stop without waiting.
     pub fn signal_stop(&self) {
+        self.stop_feed.store(true, Ordering::Relaxed);
         for h in &self.handles {
             drop(h.stop(false));
         }
@@ -157,6 +163,18 @@ pub async fn start_with_clock(
             maintenance.prune_memory();
         }
     });
+    // Other replicas' revocations, pushed (PostgreSQL LISTEN/NOTIFY).
+    let stop_feed = Arc::new(AtomicBool::new(false));
+    {
+        let (feed_state, stop) = (state.clone(), stop_feed.clone());
+        std::thread::Builder::new()
+            .name("revocation-feed".into())
+            .spawn(move || feed_state.services.maintenance.follow_revocations(&stop))
+            .map_err(|e| StartError::Bind {
+                addr: settings.server.internal_addr,
+                source: e,
+            })?;
+    }
     // Retention: old audit rows, expired refresh tokens, dead sessions.
     let prune_state = state.clone();
     let every = settings.retention.interval.get();
@@ -186,6 +204,7 @@ pub async fn start_with_clock(
         state,
         handles,
         tasks,
+        stop_feed,
     })
 }
 

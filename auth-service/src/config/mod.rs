@@ -64,6 +64,17 @@ section! {
         pub revocation: RevocationSettings = RevocationSettings::default(),
         pub login: LoginSettings = LoginSettings::default(),
         pub register: RegisterSettings = RegisterSettings::default(),
+        pub verify: VerifySettings = VerifySettings::default(),
+    }
+}
+
+section! {
+    pub struct VerifySettings {
+        /// Access tokens whose checked claims `/verify` keeps (until each token expires),
+        /// so a repeated token skips the signature check; 0 turns the cache off.
+        /// Revocation is checked on every call regardless.
+        #[serde(deserialize_with = "values::whole")]
+        pub cache_size: usize = 50_000,
     }
 }
 

@@ -3,6 +3,8 @@
 //! database directly (creating users, changing roles, pruning) without a running server.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use secrecy::SecretString;
 
@@ -13,6 +15,7 @@ use crate::model::{ClientInfo, Role, Roles, UserId};
 use crate::security::passwords::Passwords;
 use crate::security::throttle::LoginThrottle;
 use crate::storage::prune::{self, PruneRequest, Pruned};
+use crate::storage::revocation_feed::Listener;
 use crate::storage::sessions as session_table;
 use crate::storage::users::{self, NewUser};
 use crate::storage::{DbConn, health};
@@ -101,6 +104,57 @@ impl Maintenance {
             .db
             .run(move |conn| session_table::revoked_since(conn, since))
             .await?;
+        for (sid, at) in &rows {
+            self.ctx.record_revocations([sid], *at);
+        }
+        Ok(rows.len())
+    }
+
+    /// Follows the revocation feed of other replicas (PostgreSQL) until `stop` is set:
+    /// applies each announced revocation to this replica's index as it arrives (checked
+    /// every 50 ms), reconnects with a growing pause when the connection is lost, and
+    /// after every (re)connect catches up from the database on what it may have missed.
+    /// The periodic [`Maintenance::sync_revocations`] stays as a further fallback. Returns
+    /// at once on SQLite (one instance, no feed). Blocking: run it on a thread of its own.
+    pub fn follow_revocations(&self, stop: &AtomicBool) {
+        let mut pause = Duration::from_millis(100);
+        while !stop.load(Ordering::Relaxed) {
+            match Listener::connect(&self.settings) {
+                Ok(None) => return,
+                Ok(Some(mut listener)) => {
+                    pause = Duration::from_millis(100);
+                    if let Err(e) = self.catch_up() {
+                        log::warn!("revocation feed: catching up failed: {e}");
+                    }
+                    while !stop.load(Ordering::Relaxed) {
+                        match listener.poll() {
+                            Ok(revoked) => {
+                                for (sid, at) in revoked {
+                                    self.ctx.record_revocations([&sid], at);
+                                }
+                            }
+                            Err(e) => {
+                                log::warn!("revocation feed: connection lost: {e}");
+                                break;
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                Err(e) => log::warn!("revocation feed: cannot listen: {e}"),
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// [`Maintenance::sync_revocations`] for a blocking thread.
+    fn catch_up(&self) -> Result<usize, Error> {
+        let since = self.ctx.now() - self.ctx.revoked.horizon();
+        let rows = self
+            .ctx
+            .db
+            .run_blocking(move |conn| session_table::revoked_since(conn, since))?;
         for (sid, at) in &rows {
             self.ctx.record_revocations([sid], *at);
         }

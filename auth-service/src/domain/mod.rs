@@ -32,6 +32,7 @@ use crate::security::passwords::Passwords;
 use crate::security::revocation::RevokedSessions;
 use crate::security::throttle::LoginThrottle;
 use crate::security::tokens::Tokens;
+use crate::security::verify_cache::VerifiedTokens;
 use crate::storage::Database;
 use crate::storage::users::UserRecord;
 
@@ -73,6 +74,10 @@ impl Services {
                 passwords.clone(),
                 tokens,
                 login_throttle.clone(),
+                VerifiedTokens::new(
+                    settings.verify.cache_size,
+                    settings.tokens.leeway.as_secs_i64(),
+                ),
             ),
             accounts: Accounts::new(
                 ctx.clone(),

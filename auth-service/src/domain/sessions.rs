@@ -11,7 +11,8 @@ use crate::domain::{Context, Error, refused};
 use crate::model::{ClientInfo, SessionId, TokenId, UserId};
 use crate::security::passwords::{MAX_PASSWORD_CHARS, Passwords};
 use crate::security::throttle::LoginThrottle;
-use crate::security::tokens::{AccessGrant, Expiry, RefreshGrant, Tokens};
+use crate::security::tokens::{AccessGrant, Expiry, RefreshGrant, TokenError, Tokens};
+use crate::security::verify_cache::{self, VerifiedTokens};
 use crate::storage::refresh_tokens::{self, RefreshTokenRecord, Rotation, RotationRequest};
 use crate::storage::sessions::{self as session_table, NewSession, RevokeReason};
 use crate::storage::users::{self, UserRecord};
@@ -44,6 +45,7 @@ pub struct Sessions {
     passwords: Passwords,
     tokens: Arc<Tokens>,
     throttle: Arc<LoginThrottle>,
+    verified: VerifiedTokens,
 }
 
 impl Sessions {
@@ -52,12 +54,14 @@ impl Sessions {
         passwords: Passwords,
         tokens: Arc<Tokens>,
         throttle: Arc<LoginThrottle>,
+        verified: VerifiedTokens,
     ) -> Sessions {
         Sessions {
             ctx,
             passwords,
             tokens,
             throttle,
+            verified,
         }
     }
 
@@ -394,26 +398,41 @@ impl Sessions {
         Ok(())
     }
 
-    /// Checks an access token without touching the database.
-    pub fn verify(&self, token: &str) -> Result<AccessClaims, Error> {
+    /// Checks an access token without touching the database: from the cache of verified
+    /// tokens when it was checked before (and has not expired), else in full; then the
+    /// revocation index, on every call.
+    pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, Error> {
         let now = self.ctx.now();
-        let claims = match self.tokens.check_access(token, Expiry::Enforce, now) {
-            Ok(claims) => claims,
-            // Expired *and* revoked says "revoked": "expired" would send the client to
-            // /refresh, which can only fail. Only the expired path pays the second decode.
-            Err(crate::security::tokens::TokenError::Expired) => {
-                let claims = self.tokens.check_access(token, Expiry::Ignore, now)?;
-                return Err(if self.ctx.revoked.is_revoked(&claims.sid) {
-                    Error::TokenRevoked
-                } else {
-                    Error::TokenExpired
-                });
-            }
-            Err(e) => return Err(e.into()),
+        let key = verify_cache::key(token);
+        let claims = match self.verified.get(&key, now) {
+            Some(claims) => claims,
+            None => match self.tokens.check_access(token, Expiry::Enforce, now) {
+                Ok(claims) => {
+                    let claims = Arc::new(claims);
+                    self.verified.insert(key, claims.clone());
+                    claims
+                }
+                // Expired *and* revoked says "revoked": "expired" would send the client to
+                // /refresh, which can only fail. Only the expired path pays the second decode.
+                Err(TokenError::Expired) => {
+                    let claims = self.tokens.check_access(token, Expiry::Ignore, now)?;
+                    return Err(if self.ctx.revoked.is_revoked(&claims.sid) {
+                        Error::TokenRevoked
+                    } else {
+                        Error::TokenExpired
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         if self.ctx.revoked.is_revoked(&claims.sid) {
             return Err(Error::TokenRevoked);
         }
         Ok(claims)
+    }
+
+    /// Tokens in the cache of verified tokens.
+    pub fn verified_cached(&self) -> usize {
+        self.verified.len()
     }
 }

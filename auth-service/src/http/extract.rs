@@ -145,7 +145,7 @@ pub fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
 }
 
 /// The verified access token of the request's `Authorization: Bearer` header.
-pub struct Caller(pub AccessClaims);
+pub struct Caller(pub std::sync::Arc<AccessClaims>);
 
 impl FromRequest for Caller {
     type Error = ApiError;

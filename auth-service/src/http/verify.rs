@@ -69,12 +69,14 @@ fn verified(claims: &AccessClaims) -> HttpResponse {
 
 pub async fn verify_get(state: State, req: HttpRequest) -> Result<HttpResponse, VerifyRejection> {
     let token = bearer_token(&req)?;
-    Ok(verified(&state.services.sessions.verify(token)?))
+    let claims = state.services.sessions.verify(token)?;
+    Ok(verified(&claims))
 }
 
 pub async fn verify_post(
     state: State,
     body: web::Json<VerifyRequest>,
 ) -> Result<HttpResponse, VerifyRejection> {
-    Ok(verified(&state.services.sessions.verify(&body.token)?))
+    let claims = state.services.sessions.verify(&body.token)?;
+    Ok(verified(&claims))
 }

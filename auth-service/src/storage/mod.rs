@@ -8,6 +8,7 @@ pub mod connection;
 mod error;
 pub mod prune;
 pub mod refresh_tokens;
+pub mod revocation_feed;
 pub mod schema;
 pub mod sessions;
 pub mod users;

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 
 use crate::model::{ClientInfo, SessionId, UserId};
 use crate::storage::schema::sessions;
-use crate::storage::{DbConn, StorageError};
+use crate::storage::{DbConn, StorageError, revocation_feed};
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = sessions)]
@@ -127,8 +127,9 @@ pub fn revoke(
     reason: RevokeReason,
     now: i64,
 ) -> Result<Option<i64>, StorageError> {
+    let sid = *id;
     let id = id.to_string();
-    diesel::update(
+    let n = diesel::update(
         sessions::table
             .find(&id)
             .filter(sessions::revoked_at.is_null()),
@@ -138,6 +139,9 @@ pub fn revoke(
         sessions::revoked_reason.eq(reason.as_str()),
     ))
     .execute(conn)?;
+    if n == 1 {
+        revocation_feed::announce(conn, &[sid], now)?;
+    }
     Ok(sessions::table
         .find(&id)
         .select(sessions::revoked_at)
@@ -165,6 +169,9 @@ pub fn revoke_own(
         sessions::revoked_reason.eq(reason.as_str()),
     ))
     .execute(conn)?;
+    if n == 1 {
+        revocation_feed::announce(conn, &[*id], now)?;
+    }
     Ok(n == 1)
 }
 
@@ -196,12 +203,15 @@ pub fn revoke_all_of_user(
             ))
             .execute(conn)?;
         }
-        ids.iter()
+        let ids = ids
+            .iter()
             .map(|id| {
                 SessionId::parse(id)
                     .map_err(|_| StorageError::Corrupt(format!("sessions.id {id:?}")))
             })
-            .collect()
+            .collect::<Result<Vec<SessionId>, StorageError>>()?;
+        revocation_feed::announce(conn, &ids, now)?;
+        Ok(ids)
     })
 }
 
@@ -265,5 +275,5 @@ pub(crate) fn revoke_for_reuse(
         sessions::revoked_reason.eq(RevokeReason::RefreshTokenReused.as_str()),
     ))
     .execute(conn)?;
-    Ok(())
+    revocation_feed::announce(conn, &[*id], now)
 }

@@ -49,3 +49,42 @@ both_backends! {
         app.post("/logout", json!({})).await.assert_error(400, "invalid_request");
     }
 }
+
+/// Replicas on one PostgreSQL database hear of each other's revocations at once (LISTEN/
+/// NOTIFY), not at the next poll: polling is an hour apart here.
+#[actix_web::test]
+async fn revocations_reach_other_replicas_at_once() {
+    let quiet = [("AUTH__REVOCATION__POLL_INTERVAL", "1h")];
+    let a = TestApp::spawn_with(Backend::Postgres, &quiet).await;
+    let b = a.replica(&quiet).await;
+    let (at, rt) = a.signed_in("alice").await;
+    assert_eq!(a.verify_at(&b.internal, &at).await.status, 200);
+    // Logged out on A: B refuses the access token within a second.
+    assert_eq!(
+        a.post("/logout", json!({"refresh_token": rt})).await.status,
+        204
+    );
+    let mut seen = false;
+    for _ in 0..20 {
+        if a.verify_at(&b.internal, &at).await.body["error"] == "token_revoked" {
+            seen = true;
+            break;
+        }
+        sleep_secs(0.05).await;
+    }
+    assert!(seen, "replica B never heard of the logout on A");
+    // Reuse detection travels the same way.
+    let (at2, rt2) = a.signed_in("bob").await;
+    assert_eq!(a.refresh(&rt2).await.status, 200);
+    a.advance(11); // past tokens.reuse_grace: presenting the parent again is theft
+    a.refresh(&rt2).await.assert_error(401, "token_reused");
+    let mut seen = false;
+    for _ in 0..20 {
+        if a.verify_at(&b.internal, &at2).await.body["error"] == "token_revoked" {
+            seen = true;
+            break;
+        }
+        sleep_secs(0.05).await;
+    }
+    assert!(seen, "replica B never heard of the reuse detected on A");
+}

@@ -114,6 +114,38 @@ impl TestApp {
         self.restart_with(&[]).await
     }
 
+    /// A second instance on the same database, data directory (so the same keys) and clock:
+    /// a replica.
+    pub async fn replica(&self, overrides: &[(&str, &str)]) -> Replica {
+        let mut env = self.env.clone();
+        for (k, v) in overrides {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let settings = Settings::load(&Sources {
+            file: env.get("TEST_CONFIG_FILE").map(PathBuf::from),
+            env,
+        })
+        .expect("replica settings");
+        let server = auth_service::server::start_with_clock(settings, self.clock.shared())
+            .await
+            .unwrap_or_else(|e| panic!("replica start: {e:?}"));
+        Replica {
+            public: format!("http://{}", server.public_addr),
+            internal: format!("http://{}", server.internal_addr),
+            _server: ServerGuard(server),
+        }
+    }
+
+    /// `/verify` of another instance.
+    pub async fn verify_at(&self, internal: &str, access_token: &str) -> Reply {
+        self.send(
+            self.client
+                .get(format!("{internal}/verify"))
+                .bearer_auth(access_token),
+        )
+        .await
+    }
+
     /// Moves the service's time forward.
     pub fn advance(&self, secs: u64) {
         self.clock.advance(Duration::from_secs(secs));
@@ -232,6 +264,13 @@ impl TestApp {
     ) -> T {
         self.pool.run(f).await.expect("db access")
     }
+}
+
+/// Another instance of the service (see [`TestApp::replica`]).
+pub struct Replica {
+    pub public: String,
+    pub internal: String,
+    _server: ServerGuard,
 }
 
 /// Stops the listeners when a test ends, however it ends.

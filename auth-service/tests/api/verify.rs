@@ -33,6 +33,33 @@ both_backends! {
         assert_eq!(lower.status, 200);
     }
 
+    async fn a_cached_token_is_still_checked_for_expiry_revocation_and_tampering(b: Backend) {
+        let app = TestApp::spawn_with(b, &[("AUTH__TOKENS__ACCESS_TTL", "60s")]).await;
+        let (at, rt) = app.signed_in("alice").await;
+        // Verified once: from now on it comes from the cache.
+        for _ in 0..3 {
+            assert_eq!(app.verify(&at).await.status, 200);
+        }
+        // One changed byte is another token: never the cached answer.
+        let mut tampered = at.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(app.verify(&tampered).await.body["error"], "invalid_token");
+        // Expiry is not cached: past exp it is refused, and a refresh gets a new one.
+        app.advance(61);
+        let v = app.verify(&at).await;
+        assert_eq!(v.body["error"], "token_expired", "{}", v.body);
+        let fresh = app.refresh(&rt).await;
+        assert_eq!(fresh.status, 200, "{}", fresh.body);
+        let fresh_at = fresh.str("access_token");
+        assert_eq!(app.verify(&fresh_at).await.status, 200);
+        // Revocation is not cached: logging out is seen at once.
+        let r = app.post("/logout", serde_json::json!({"refresh_token": fresh.str("refresh_token")})).await;
+        assert_eq!(r.status, 204);
+        assert_eq!(app.verify(&fresh_at).await.body["error"], "token_revoked");
+    }
+
     async fn refuses_forgeries(b: Backend) {
         let app = TestApp::spawn(b).await;
         let (at, _) = app.signed_in("alice").await;

@@ -1,0 +1,121 @@
+//! Access tokens already verified, so a resource server presenting the same token again
+//! does not pay for a signature check each time.
+//!
+//! Keyed by the token's SHA-256: any change to a token (a tampered byte, another signature)
+//! is another key, and no token is kept in memory. An entry holds the checked claims and is
+//! used only while the token has not expired; revocation is not cached (the caller checks
+//! the revocation index on every call). Bounded to `verify.cache_size` entries.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::security::tokens::AccessClaims;
+
+pub struct VerifiedTokens {
+    /// `None` when `verify.cache_size` is 0.
+    cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<AccessClaims>>>,
+    leeway: i64,
+}
+
+/// The cache key of a token.
+pub fn key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl VerifiedTokens {
+    pub fn new(capacity: usize, leeway: i64) -> VerifiedTokens {
+        VerifiedTokens {
+            cache: (capacity > 0).then(|| quick_cache::sync::Cache::new(capacity)),
+            leeway,
+        }
+    }
+
+    /// The claims of a token checked before, if it has not expired by `now`. An expired
+    /// entry is dropped.
+    pub fn get(&self, key: &[u8; 32], now: i64) -> Option<Arc<AccessClaims>> {
+        let cache = self.cache.as_ref()?;
+        let claims = cache.get(key)?;
+        // The same rule as the full check: expired once exp < now - leeway.
+        if claims.exp < now - self.leeway {
+            cache.remove(key);
+            return None;
+        }
+        Some(claims)
+    }
+
+    /// Remembers the claims of a token that passed every check.
+    pub fn insert(&self, key: [u8; 32], claims: Arc<AccessClaims>) {
+        if let Some(cache) = &self.cache {
+            cache.insert(key, claims);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SessionId, TokenId, UserId};
+
+    fn claims(exp: i64) -> Arc<AccessClaims> {
+        Arc::new(AccessClaims {
+            iss: "i".into(),
+            aud: "a".into(),
+            sub: UserId::random(),
+            exp,
+            nbf: 0,
+            iat: 0,
+            jti: TokenId::random(),
+            sid: SessionId::random(),
+            roles: vec![],
+            username: "u".into(),
+        })
+    }
+
+    #[test]
+    fn hits_until_expiry_then_never() {
+        let cache = VerifiedTokens::new(10, 2);
+        let k = key("a.b.c");
+        cache.insert(k, claims(100));
+        assert!(cache.get(&k, 100).is_some());
+        assert!(cache.get(&k, 102).is_some(), "within the leeway");
+        assert!(cache.get(&k, 103).is_none(), "expired");
+        assert!(
+            cache.get(&k, 50).is_none(),
+            "an expired entry is gone for good"
+        );
+    }
+
+    #[test]
+    fn another_token_is_another_key() {
+        let cache = VerifiedTokens::new(10, 0);
+        cache.insert(key("header.payload.signature"), claims(100));
+        for other in [
+            "header.payload.signaturE",
+            "header.payload.signature ",
+            "Header.payload.signature",
+        ] {
+            assert!(cache.get(&key(other), 0).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn bounded_and_switchable_off() {
+        let cache = VerifiedTokens::new(100, 0);
+        for i in 0..10_000 {
+            cache.insert(key(&i.to_string()), claims(100));
+        }
+        assert!(cache.len() <= 100, "{}", cache.len());
+        let off = VerifiedTokens::new(0, 0);
+        off.insert(key("t"), claims(100));
+        assert!(off.get(&key("t"), 0).is_none());
+    }
+}
