@@ -160,7 +160,9 @@ pub async fn start_with_clock(
             if let Err(e) = maintenance.sync_revocations().await {
                 log::warn!("revocation sync failed (index kept as is): {e}");
             }
-            maintenance.prune_memory();
+            if let Err(e) = maintenance.forget_expired().await {
+                log::warn!("forgetting expired limits failed: {e}");
+            }
         }
     });
     // Other replicas' revocations, pushed (PostgreSQL LISTEN/NOTIFY).

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::limits::Limiter;
 use crate::domain::sessions::AccessClaims;
 use crate::domain::validation::{normalize_email, validate_password, validate_username};
-use crate::domain::{Context, Error, User, refused};
+use crate::domain::{Context, Error, User};
 use crate::model::{ClientInfo, Role, Roles, SessionId, UserId};
 use crate::security::passwords::Passwords;
-use crate::security::throttle::LoginThrottle;
 use crate::storage::DbConn;
 use crate::storage::sessions::{self as session_table, RevokeReason, SessionRecord};
 use crate::storage::users::{self, Inserted, NewUser};
@@ -50,9 +50,9 @@ impl From<SessionRecord> for SessionSummary {
 pub struct Accounts {
     ctx: Context,
     passwords: Passwords,
-    login_throttle: Arc<LoginThrottle>,
+    login_throttle: Arc<Limiter>,
     /// Registrations per address; `None` when `register.max_per_ip` is 0.
-    register_throttle: Option<Arc<LoginThrottle>>,
+    register_throttle: Option<Arc<Limiter>>,
 }
 
 /// Stores a new user with an audit record, in one transaction. `via` names where the
@@ -103,8 +103,8 @@ impl Accounts {
     pub(crate) fn new(
         ctx: Context,
         passwords: Passwords,
-        login_throttle: Arc<LoginThrottle>,
-        register_throttle: Option<Arc<LoginThrottle>>,
+        login_throttle: Arc<Limiter>,
+        register_throttle: Option<Arc<Limiter>>,
     ) -> Accounts {
         Accounts {
             ctx,
@@ -121,11 +121,7 @@ impl Accounts {
         // starts and whatever its outcome (a taken name is a probe; a request abandoned
         // mid-way may still have created the user).
         if let Some(throttle) = &self.register_throttle {
-            throttle
-                .begin(client.ip, "", self.ctx.now())
-                .await
-                .map_err(refused)?
-                .keep();
+            throttle.begin(client.ip, "").await?.keep();
         }
         let hash = self.passwords.hash(input.password).await?;
         let now = self.ctx.now();
@@ -174,11 +170,7 @@ impl Accounts {
     ) -> Result<(), Error> {
         // Guessing the current password through a stolen access token is throttled like login.
         let throttle_key = format!("#{}", caller.sub);
-        let attempt = self
-            .login_throttle
-            .begin(client.ip, &throttle_key, self.ctx.now())
-            .await
-            .map_err(refused)?;
+        let attempt = self.login_throttle.begin(client.ip, &throttle_key).await?;
         let id = caller.sub;
         let user = self.ctx.db.run(move |conn| users::find(conn, &id)).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());

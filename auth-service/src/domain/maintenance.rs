@@ -10,10 +10,10 @@ use secrecy::SecretString;
 
 use crate::config::Settings;
 use crate::domain::accounts::{store_new_user, validate_registration};
+use crate::domain::limits::Limiter;
 use crate::domain::{Context, Error, User};
 use crate::model::{ClientInfo, Role, Roles, UserId};
 use crate::security::passwords::Passwords;
-use crate::security::throttle::LoginThrottle;
 use crate::storage::prune::{self, PruneRequest, Pruned};
 use crate::storage::revocation_feed::Listener;
 use crate::storage::sessions as session_table;
@@ -75,16 +75,16 @@ pub fn create_user(
 pub struct Maintenance {
     ctx: Context,
     settings: Settings,
-    login_throttle: Arc<LoginThrottle>,
-    register_throttle: Option<Arc<LoginThrottle>>,
+    login_throttle: Arc<Limiter>,
+    register_throttle: Option<Arc<Limiter>>,
 }
 
 impl Maintenance {
     pub(crate) fn new(
         ctx: Context,
         settings: &Settings,
-        login_throttle: Arc<LoginThrottle>,
-        register_throttle: Option<Arc<LoginThrottle>>,
+        login_throttle: Arc<Limiter>,
+        register_throttle: Option<Arc<Limiter>>,
     ) -> Maintenance {
         Maintenance {
             ctx,
@@ -163,13 +163,13 @@ impl Maintenance {
 
     /// Forgets revocations and throttle windows that no longer matter; returns how many
     /// revocations the index still holds.
-    pub fn prune_memory(&self) -> usize {
+    pub async fn forget_expired(&self) -> Result<usize, Error> {
         let now = self.ctx.now();
-        self.login_throttle.prune(now);
+        self.login_throttle.prune(now).await?;
         if let Some(t) = &self.register_throttle {
-            t.prune(now);
+            t.prune(now).await?;
         }
-        self.ctx.revoked.prune(now)
+        Ok(self.ctx.revoked.prune(now))
     }
 
     /// Deletes old audit rows, expired refresh tokens and dead sessions.

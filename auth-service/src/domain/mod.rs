@@ -12,6 +12,7 @@ pub mod admin;
 pub mod audit;
 pub mod clock;
 mod error;
+pub(crate) mod limits;
 pub mod maintenance;
 pub mod sessions;
 pub mod validation;
@@ -25,16 +26,16 @@ pub use error::Error;
 pub use maintenance::Maintenance;
 pub use sessions::Sessions;
 
-use crate::config::Settings;
+use crate::config::{DatabaseUrl, Settings};
 use crate::model::{Roles, SessionId, UserId};
 use crate::security::keys::Keys;
 use crate::security::passwords::Passwords;
 use crate::security::revocation::RevokedSessions;
-use crate::security::throttle::LoginThrottle;
 use crate::security::tokens::Tokens;
 use crate::security::verify_cache::VerifiedTokens;
 use crate::storage::Database;
 use crate::storage::users::UserRecord;
+use limits::{Limiter, Limits};
 
 /// Every operation of the service, built once at start-up.
 pub struct Services {
@@ -53,19 +54,31 @@ impl Services {
     ) -> Result<Services, Error> {
         let ctx = Context::new(settings, db, clock);
         let passwords = Passwords::new(&settings.password)?;
-        let login_throttle = Arc::new(LoginThrottle::new(
-            settings.login.failure_window.as_secs_i64(),
-            settings.login.max_failures,
-            settings.login.max_failures_per_ip,
-            settings.login.max_wait.get(),
-        ));
+        // One instance (SQLite) counts in memory; replicas on PostgreSQL count together in
+        // the database.
+        let shared = matches!(settings.database_url(), DatabaseUrl::Postgres(_));
+        let limiter = |limits: Limits| {
+            Arc::new(if shared {
+                Limiter::shared(ctx.db.clone(), ctx.clock.clone(), limits)
+            } else {
+                Limiter::local(ctx.clock.clone(), limits)
+            })
+        };
+        let login_throttle = limiter(Limits {
+            scope: "login",
+            window: settings.login.failure_window.as_secs_i64(),
+            per_account: settings.login.max_failures,
+            per_address: settings.login.max_failures_per_ip,
+            max_wait: settings.login.max_wait.get(),
+        });
         let register_throttle = (settings.register.max_per_ip > 0).then(|| {
-            Arc::new(LoginThrottle::new(
-                settings.register.window.as_secs_i64(),
-                u32::MAX,
-                settings.register.max_per_ip,
-                settings.login.max_wait.get(),
-            ))
+            limiter(Limits {
+                scope: "register",
+                window: settings.register.window.as_secs_i64(),
+                per_account: u32::MAX,
+                per_address: settings.register.max_per_ip,
+                max_wait: settings.login.max_wait.get(),
+            })
         });
         let tokens = Arc::new(Tokens::new(keys, &settings.tokens));
         Ok(Services {

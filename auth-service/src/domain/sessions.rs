@@ -6,11 +6,11 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::limits::Limiter;
 use crate::domain::validation::MAX_EMAIL_CHARS;
-use crate::domain::{Context, Error, refused};
+use crate::domain::{Context, Error};
 use crate::model::{ClientInfo, SessionId, TokenId, UserId};
 use crate::security::passwords::{MAX_PASSWORD_CHARS, Passwords};
-use crate::security::throttle::LoginThrottle;
 use crate::security::tokens::{AccessGrant, Expiry, RefreshGrant, TokenError, Tokens};
 use crate::security::verify_cache::{self, VerifiedTokens};
 use crate::storage::refresh_tokens::{self, RefreshTokenRecord, Rotation, RotationRequest};
@@ -44,7 +44,7 @@ pub struct Sessions {
     ctx: Context,
     passwords: Passwords,
     tokens: Arc<Tokens>,
-    throttle: Arc<LoginThrottle>,
+    throttle: Arc<Limiter>,
     verified: VerifiedTokens,
 }
 
@@ -53,7 +53,7 @@ impl Sessions {
         ctx: Context,
         passwords: Passwords,
         tokens: Arc<Tokens>,
-        throttle: Arc<LoginThrottle>,
+        throttle: Arc<Limiter>,
         verified: VerifiedTokens,
     ) -> Sessions {
         Sessions {
@@ -101,11 +101,7 @@ impl Sessions {
             Some(c) => format!("user:{}", c.id),
             None => format!("name:{tried}"),
         };
-        let attempt = self
-            .throttle
-            .begin(client.ip, &bucket, self.ctx.now())
-            .await
-            .map_err(refused)?;
+        let attempt = self.throttle.begin(client.ip, &bucket).await?;
         let stored = found.as_ref().map(|c| c.password_hash.clone());
         let verified = self.passwords.verify(password.clone(), stored).await?;
         let user_id = match &found {

@@ -38,21 +38,23 @@ struct Slot {
 }
 
 pub struct LoginThrottle {
-    window: i64,
-    per_account: u32,
-    per_address: u32,
-    max_wait: Duration,
+    pub(crate) window: i64,
+    pub(crate) per_account: u32,
+    pub(crate) per_address: u32,
+    pub(crate) max_wait: Duration,
     max_entries: usize,
     slots: Mutex<HashMap<String, Slot>>,
     /// Woken whenever an attempt ends.
     ended: Notify,
 }
 
-fn account_key(ip: Option<IpAddr>, account: &str) -> String {
+/// The bucket of one account (as named) from one source.
+pub fn account_key(ip: Option<IpAddr>, account: &str) -> String {
     format!("a:{}|{}", source(ip), account.to_lowercase())
 }
 
-fn address_key(ip: Option<IpAddr>) -> String {
+/// The bucket of one source, whatever the account.
+pub fn address_key(ip: Option<IpAddr>) -> String {
     format!("i:{}", source(ip))
 }
 

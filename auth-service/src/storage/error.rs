@@ -62,7 +62,7 @@ impl From<diesel::r2d2::PoolError> for StorageError {
 /// connections. Retrying later may succeed, so they answer 503, never 500. (diesel reports
 /// these as "unknown" with the server's message; these are SQLite's and PostgreSQL's texts.)
 fn is_transient(message: &str) -> bool {
-    const TRANSIENT: [&str; 16] = [
+    const TRANSIENT: [&str; 18] = [
         // SQLite
         "database is locked",
         "database is busy",
@@ -81,6 +81,8 @@ fn is_transient(message: &str) -> bool {
         "the database system is",
         "too many clients",
         "server closed the connection",
+        "deadlock detected",
+        "could not serialize access",
     ];
     TRANSIENT.iter().any(|t| message.contains(t))
 }

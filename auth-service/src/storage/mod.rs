@@ -11,6 +11,7 @@ pub mod refresh_tokens;
 pub mod revocation_feed;
 pub mod schema;
 pub mod sessions;
+pub mod throttle;
 pub mod users;
 
 pub mod health;

@@ -251,3 +251,88 @@ both_backends! {
         assert_ne!(admin_id, alice);
     }
 }
+
+/// Replicas on one PostgreSQL database count failures together: the limit is the limit,
+/// however the guesses are spread over them.
+#[actix_web::test]
+async fn the_login_limit_holds_across_replicas() {
+    let limits = [
+        ("AUTH__LOGIN__MAX_FAILURES", "4"),
+        ("AUTH__LOGIN__MAX_FAILURES_PER_IP", "6"),
+    ];
+    let a = TestApp::spawn_with(Backend::Postgres, &limits).await;
+    let b = a.replica(&limits).await;
+    a.register("alice", "correct horse").await;
+    let login_at = |base: &str, user: &str, password: &str| {
+        a.send(
+            a.client
+                .post(format!("{base}/login"))
+                .json(&json!({"username": user, "password": password})),
+        )
+    };
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let base = if i % 2 == 0 {
+            a.public.clone()
+        } else {
+            b.public.clone()
+        };
+        statuses.push(
+            login_at(&base, "alice", "wrong guess")
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 429, 429, 429, 429]);
+    // The right password is refused on both replicas too, for the rest of the window.
+    login_at(&a.public, "alice", "correct horse")
+        .await
+        .assert_error(429, "too_many_attempts");
+    login_at(&b.public, "alice", "correct horse")
+        .await
+        .assert_error(429, "too_many_attempts");
+    // The per-address budget is shared as well: 4 + 2 failures from this address in all.
+    login_at(&b.public, "nobody1", "wrong guess")
+        .await
+        .assert_error(401, "invalid_credentials");
+    login_at(&a.public, "nobody2", "wrong guess")
+        .await
+        .assert_error(401, "invalid_credentials");
+    login_at(&b.public, "nobody3", "wrong guess")
+        .await
+        .assert_error(429, "too_many_attempts");
+    // Parallel guesses over both replicas cannot outrun it either.
+    let c = TestApp::spawn_with(Backend::Postgres, &[("AUTH__LOGIN__MAX_FAILURES", "3")]).await;
+    let d = c.replica(&[("AUTH__LOGIN__MAX_FAILURES", "3")]).await;
+    c.register("carol", "correct horse").await;
+    let c = &c;
+    let guesses = (0..12).map(|i| {
+        let base = if i % 2 == 0 {
+            c.public.clone()
+        } else {
+            d.public.clone()
+        };
+        async move {
+            c.send(
+                c.client
+                    .post(format!("{base}/login"))
+                    .json(&json!({"username": "carol", "password": "wrong guess"})),
+            )
+            .await
+            .status
+            .as_u16()
+        }
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(guesses).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        9,
+        "{statuses:?}"
+    );
+}

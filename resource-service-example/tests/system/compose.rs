@@ -1,20 +1,25 @@
 //! docker-compose.yml, deploy/.env.example and deploy/Dockerfile, proven without a Docker
 //! engine: the environment compose would give each container (image `ENV` from the
 //! Dockerfile, then the compose `environment`, `${VAR:-default}` substituted from
-//! deploy/.env.example) is handed to the real binaries, with compose hostnames mapped to
-//! 127.0.0.1, listener ports remapped to free ones, container paths mapped into a temporary
-//! directory, and the database to a fresh one on the machine's PostgreSQL. Every variable must
-//! be one the binary reads, and a request must go all the way through.
+//! deploy/.env.example) is handed to the real binaries, with compose hostnames and fixed
+//! addresses mapped to 127.0.0.1, listener ports remapped to free ones, container paths mapped
+//! into a temporary directory, and the database to a fresh one on the machine's PostgreSQL.
+//! The load balancer is a real nginx running deploy/nginx/lb.conf in front of one auth-service
+//! process. Every variable must be one the binary reads, and a request must go all the way
+//! through.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::nginx::{Nginx, render_lb};
 use crate::support::*;
 
 const AUTH: &str = "auth-service";
+const LB: &str = "auth-lb";
 const RS: &str = "resource-service-example";
 
 fn read(path: &str) -> String {
@@ -214,6 +219,33 @@ impl Compose {
             .unwrap_or_default()
     }
 
+    /// Container ports the service exposes to the compose network only.
+    fn exposed(&self, name: &str) -> BTreeSet<u16> {
+        self.service(name)["expose"]
+            .as_array()
+            .map(|ports| {
+                ports
+                    .iter()
+                    .map(|p| match p {
+                        Value::String(s) => s.parse().unwrap(),
+                        other => other.as_u64().unwrap().try_into().unwrap(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The fixed addresses services have on the compose networks.
+    fn fixed_addresses(&self) -> BTreeSet<String> {
+        let services = self.doc["services"].as_object().unwrap();
+        services
+            .values()
+            .filter_map(|s| s["networks"].as_object())
+            .flat_map(|nets| nets.values())
+            .filter_map(|n| n["ipv4_address"].as_str().map(String::from))
+            .collect()
+    }
+
     /// Mount targets of the service's volumes, with their sources.
     fn mounts(&self, name: &str) -> Vec<(String, String)> {
         self.service(name)["volumes"]
@@ -354,19 +386,89 @@ fn compose_file_has_the_shape_operators_rely_on() {
         "the database is published"
     );
 
-    // The auth service waits for a healthy database; only its public listener is published.
+    // The auth service: several replicas that wait for a healthy database and publish
+    // nothing; the balancer reaches both their listeners on the compose network.
     let auth = compose.service(AUTH);
     assert_eq!(auth["depends_on"]["db"]["condition"], "service_healthy");
+    let replicas: u64 = match &auth["deploy"]["replicas"] {
+        Value::String(s) => s.parse().unwrap(),
+        other => other.as_u64().expect("deploy.replicas"),
+    };
+    assert!(replicas >= 2, "{replicas} auth-service replica(s)");
+    assert!(
+        auth.get("container_name").is_none(),
+        "replicas cannot share a container_name"
+    );
     let env = compose.container_env(AUTH);
     let port_of =
         |key: &str, env: &Env| -> u16 { env[key].rsplit(':').next().unwrap().parse().unwrap() };
     let public = port_of("AUTH__SERVER__PUBLIC_ADDR", &env);
     let internal = port_of("AUTH__SERVER__INTERNAL_ADDR", &env);
-    assert_eq!(compose.published(AUTH), BTreeSet::from([public]));
+    assert!(compose.published(AUTH).is_empty(), "a replica is published");
+    assert_eq!(compose.exposed(AUTH), BTreeSet::from([public, internal]));
+
+    // The balancer: nginx running deploy/nginx/lb.conf (mounted read-only), started once the
+    // replicas are healthy. Only it publishes the public listener; /verify (the internal
+    // listener) is published by no service at all.
+    let lb = compose.service(LB);
     assert!(
-        !compose.published(AUTH).contains(&internal),
-        "/verify is published"
+        lb["image"].as_str().unwrap().starts_with("nginx:"),
+        "{}",
+        lb["image"]
     );
+    assert_eq!(lb["depends_on"][AUTH]["condition"], "service_healthy");
+    assert!(lb["healthcheck"]["test"].is_array(), "{LB}: no healthcheck");
+    assert_eq!(compose.published(LB), BTreeSet::from([public]));
+    assert_eq!(compose.exposed(LB), BTreeSet::from([internal]));
+    for name in compose.doc["services"].as_object().unwrap().keys() {
+        assert!(
+            !compose.published(name).contains(&internal),
+            "{name} publishes {internal} (/verify)"
+        );
+    }
+    let lb_conf: Vec<&str> = lb["volumes"]
+        .as_array()
+        .expect("auth-lb volumes")
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|v| v.starts_with("./deploy/nginx/lb.conf:"))
+        .collect();
+    assert_eq!(
+        lb_conf,
+        ["./deploy/nginx/lb.conf:/etc/nginx/conf.d/default.conf:ro"],
+        "lb.conf mounted read-only in place of the image's default site"
+    );
+    assert!(workspace_root().join("deploy/nginx/lb.conf").is_file());
+    // lb.conf listens on exactly those ports and proxies to the replicas' two listeners
+    // (render_lb checks that every upstream server and listener of the file is one of these).
+    render_lb(
+        &[
+            (&format!("{AUTH}:{public}"), &[1]),
+            (&format!("{AUTH}:{internal}"), &[2]),
+        ],
+        &[(public, 3), (internal, 4)],
+    );
+
+    // The balancer has a fixed address in the network's fixed subnet, outside the range Docker
+    // hands out to the other containers, and the replicas trust exactly that address as a
+    // proxy (so per-address limits apply to clients).
+    let ipam = &compose.doc["networks"]["default"]["ipam"]["config"][0];
+    let subnet = ipam["subnet"]
+        .as_str()
+        .expect("a fixed subnet for the default network");
+    let lb_addr = lb["networks"]["default"]["ipv4_address"]
+        .as_str()
+        .expect("a fixed address for the balancer");
+    assert!(in_subnet(lb_addr, subnet), "{lb_addr} is not in {subnet}");
+    assert_usable_host(lb_addr, subnet);
+    let range = ipam["ip_range"].as_str().expect("ip_range");
+    let range_net = range.split_once('/').expect("CIDR ip_range").0;
+    assert!(in_subnet(range_net, subnet), "{range} is not in {subnet}");
+    assert!(
+        !in_subnet(lb_addr, range),
+        "{lb_addr} is in ip_range {range}"
+    );
+    assert_eq!(env["AUTH__SERVER__TRUSTED_PROXIES"], lb_addr);
     // Keys live on a volume (or a mounted secrets directory), not in the container.
     let keys_dir = &env["AUTH__KEYS__DIR"];
     assert!(
@@ -377,7 +479,8 @@ fn compose_file_has_the_shape_operators_rely_on() {
         "AUTH__KEYS__DIR {keys_dir} is not on a volume"
     );
 
-    // The resource service is published and asks the auth service's internal listener.
+    // The resource service is published and asks the replicas' internal listener through the
+    // balancer, once the balancer is healthy.
     let rs_env = compose.container_env(RS);
     assert_eq!(
         compose.published(RS),
@@ -385,7 +488,11 @@ fn compose_file_has_the_shape_operators_rely_on() {
     );
     assert_eq!(
         rs_env["RS__AUTH__VERIFY_URL"],
-        format!("http://{AUTH}:{internal}/verify")
+        format!("http://{LB}:{internal}/verify")
+    );
+    assert_eq!(
+        compose.service(RS)["depends_on"][LB]["condition"],
+        "service_healthy"
     );
 
     // The images: built from one Dockerfile, non-root, with a health check each.
@@ -413,6 +520,33 @@ fn compose_file_has_the_shape_operators_rely_on() {
             "{member} not copied"
         );
     }
+}
+
+/// An IPv4 network `a.b.c.d/len`: its address and mask.
+fn ipv4_net(cidr: &str) -> (u32, u32) {
+    let (net, len) = cidr.split_once('/').expect("CIDR");
+    let net = u32::from(net.parse::<Ipv4Addr>().expect("IPv4 network"));
+    let len: u32 = len.parse().unwrap();
+    assert!((8..=30).contains(&len), "{cidr}");
+    let mask = u32::MAX << (32 - len);
+    assert_eq!(net & !mask, 0, "{cidr} is not a network address");
+    (net, mask)
+}
+
+fn in_subnet(addr: &str, cidr: &str) -> bool {
+    let (net, mask) = ipv4_net(cidr);
+    u32::from(addr.parse::<Ipv4Addr>().expect("IPv4 address")) & mask == net
+}
+
+/// `addr` is not one of the addresses of `subnet` a container cannot be given: the network's
+/// own address, its first (Docker's gateway) and its broadcast address.
+fn assert_usable_host(addr: &str, subnet: &str) {
+    let (net, mask) = ipv4_net(subnet);
+    let a = u32::from(addr.parse::<Ipv4Addr>().expect("IPv4 address"));
+    assert!(
+        a != net && a != net + 1 && a != net | !mask,
+        "{addr} is reserved in {subnet}"
+    );
 }
 
 /// The binary's own list of settings, from `check-config` run with `env` (which must be a
@@ -508,6 +642,9 @@ fn map_environment(
                 .entry((service.to_string(), port))
                 .or_insert_with(free_port);
             format!("127.0.0.1:{local}")
+        } else if compose.fixed_addresses().contains(&value) {
+            // A service's fixed address on the compose network: loopback, as its name is.
+            "127.0.0.1".to_string()
         } else if value.starts_with('/') {
             // A container path: the same path under a per-test root.
             root.join(value.trim_start_matches('/'))
@@ -554,6 +691,10 @@ fn mapped_stack_env(root: &Path, db_url: &str) -> (Compose, Mapped, Mapped) {
     let compose = Compose::load();
     let mut ports = BTreeMap::new();
     let auth = map_environment(&compose, AUTH, root, db_url, &mut ports);
+    // The balancer has no environment to map: free ports for its listeners.
+    for port in compose.published(LB).union(&compose.exposed(LB)) {
+        ports.insert((LB.to_string(), *port), free_port());
+    }
     let rs = map_environment(&compose, RS, root, db_url, &mut ports);
     (compose, auth, rs)
 }
@@ -602,30 +743,57 @@ async fn compose_environment_runs_a_request_through() {
     for (_, target) in compose.mounts(AUTH) {
         std::fs::create_dir_all(root.join(target.trim_start_matches('/'))).unwrap();
     }
-    let url = |service: &str, env_key: &str| -> String {
-        let container_port: u16 = compose.container_env(service)[env_key]
+    let container_port = |service: &str, env_key: &str| -> u16 {
+        compose.container_env(service)[env_key]
             .rsplit(':')
             .next()
             .unwrap()
             .parse()
-            .unwrap();
-        format!(
-            "http://127.0.0.1:{}",
-            rs.ports[&(service.to_string(), container_port)]
-        )
+            .unwrap()
     };
-    let public = url(AUTH, "AUTH__SERVER__PUBLIC_ADDR");
-    let internal = url(AUTH, "AUTH__SERVER__INTERNAL_ADDR");
-    let rs_url = url(RS, "RS__SERVER__ADDR");
+    let local = |service: &str, port: u16| rs.ports[&(service.to_string(), port)];
+    let auth_public = container_port(AUTH, "AUTH__SERVER__PUBLIC_ADDR");
+    let auth_internal = container_port(AUTH, "AUTH__SERVER__INTERNAL_ADDR");
+    let replica = format!("http://127.0.0.1:{}", local(AUTH, auth_public));
+    let internal = format!("http://127.0.0.1:{}", local(AUTH, auth_internal));
+    let rs_url = format!(
+        "http://127.0.0.1:{}",
+        local(RS, container_port(RS, "RS__SERVER__ADDR"))
+    );
 
     let auth_service = Service::start(
         AUTH,
         auth_service_bin(),
         auth.env.clone(),
         dir.path(),
-        vec![format!("{public}/readyz"), format!("{internal}/healthz")],
+        vec![format!("{replica}/readyz"), format!("{internal}/healthz")],
     )
     .await;
+    // The balancer: deploy/nginx/lb.conf in a real nginx, in front of this one replica, on the
+    // ports compose gives it; clients and the resource service go through it.
+    let lb_ports: Vec<(u16, u16)> = compose
+        .published(LB)
+        .union(&compose.exposed(LB))
+        .map(|p| (*p, local(LB, *p)))
+        .collect();
+    let conf = render_lb(
+        &[
+            (
+                &format!("{AUTH}:{auth_public}"),
+                &[local(AUTH, auth_public)],
+            ),
+            (
+                &format!("{AUTH}:{auth_internal}"),
+                &[local(AUTH, auth_internal)],
+            ),
+        ],
+        &lb_ports,
+    );
+    let nginx_dir = tempfile::tempdir().unwrap();
+    let listen: Vec<u16> = lb_ports.iter().map(|(_, local)| *local).collect();
+    let _lb = Nginx::start(nginx_dir.path(), &conf, &listen).await;
+    let public_port = *compose.published(LB).first().expect("auth-lb publishes");
+    let public = format!("http://127.0.0.1:{}", local(LB, public_port));
     let resource = Service::start(
         RS,
         Path::new(RESOURCE_SERVICE_BIN),
@@ -639,9 +807,20 @@ async fn compose_environment_runs_a_request_through() {
     let creds = json!({"username": "alice", "password": PASSWORD});
     let r = send(client.post(format!("{public}/register")).json(&creds)).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    let r = send(client.post(format!("{public}/login")).json(&creds)).await;
+    // The replica trusts the balancer's fixed address (here 127.0.0.1), so the client's
+    // X-Forwarded-For, with the balancer's hop appended, names the client.
+    let r = send(
+        client
+            .post(format!("{public}/login"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .json(&creds),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let at = r.str("access_token");
+    let r = send(client.get(format!("{public}/me/sessions")).bearer_auth(&at)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["sessions"][0]["ip"], "203.0.113.9", "{}", r.body);
     let r = send(
         client
             .post(format!("{rs_url}/posts"))

@@ -1,6 +1,9 @@
-//! deploy/nginx/auth_request.conf, run by a real nginx: a service that checks no tokens itself
-//! sits behind `auth_request` against the real auth service's /verify.
+//! The nginx examples under deploy/nginx/, run by a real nginx on loopback: auth_request.conf
+//! (a service that checks no tokens itself sits behind `auth_request` against the real auth
+//! service's /verify) and lb.conf (the load balancer of docker-compose.yml in front of two
+//! auth-service replicas on one PostgreSQL database).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -27,45 +30,110 @@ fn nginx_bin() -> PathBuf {
     bin
 }
 
-/// The example with its compose host names pointed at this test's processes.
-fn render_example(internal: u16, upstream: u16, listen: u16) -> String {
-    let text = std::fs::read_to_string(workspace_root().join("deploy/nginx/auth_request.conf"))
-        .expect("deploy/nginx/auth_request.conf");
-    let mut out = text.clone();
-    for (from, to) in [
-        (
-            "server auth-service:8081;",
-            format!("server 127.0.0.1:{internal};"),
-        ),
-        (
-            "server resource-service-example:8090;",
-            format!("server 127.0.0.1:{upstream};"),
-        ),
-        ("listen 8000;", format!("listen 127.0.0.1:{listen};")),
-    ] {
-        assert_eq!(text.matches(from).count(), 1, "{from} in the example");
-        out = out.replace(from, &to);
+/// `file` (under the workspace root) with each `from` directive, which must be the whole code
+/// (comments aside) of exactly one line, replaced by its `to`.
+fn render(file: &str, substitutions: &[(String, String)]) -> String {
+    let text = std::fs::read_to_string(workspace_root().join(file)).expect(file);
+    let mut found = vec![0; substitutions.len()];
+    let mut out = String::new();
+    for line in text.lines() {
+        let code = line.split('#').next().unwrap_or_default().trim();
+        match substitutions.iter().position(|(from, _)| from == code) {
+            Some(i) => {
+                found[i] += 1;
+                out.push_str(&line.replacen(code, &substitutions[i].1, 1));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    for ((from, _), n) in substitutions.iter().zip(found) {
+        assert_eq!(n, 1, "{from} in {file}");
     }
     out
 }
 
-struct Nginx {
+/// The example with its compose host names pointed at this test's processes.
+fn render_example(internal: u16, upstream: u16, listen: u16) -> String {
+    render(
+        "deploy/nginx/auth_request.conf",
+        &[
+            (
+                "server auth-service:8081;".into(),
+                format!("server 127.0.0.1:{internal};"),
+            ),
+            (
+                "server resource-service-example:8090;".into(),
+                format!("server 127.0.0.1:{upstream};"),
+            ),
+            ("listen 8000;".into(), format!("listen 127.0.0.1:{listen};")),
+        ],
+    )
+}
+
+/// deploy/nginx/lb.conf on loopback, as its header describes: the `server HOST:PORT resolve;`
+/// line of each of `upstreams` (`("HOST:PORT", loopback ports)`) becomes one
+/// `server 127.0.0.1:P;` line per port, and each `listen PORT;` of `listen`
+/// (`(PORT, loopback port)`) becomes `listen 127.0.0.1:P;`. Every upstream server and every
+/// listener of the file must be among them.
+pub fn render_lb(upstreams: &[(&str, &[u16])], listen: &[(u16, u16)]) -> String {
+    let mut subs: Vec<(String, String)> = upstreams
+        .iter()
+        .map(|(host_port, ports)| {
+            let servers: Vec<String> = ports
+                .iter()
+                .map(|p| format!("server 127.0.0.1:{p};"))
+                .collect();
+            (
+                format!("server {host_port} resolve;"),
+                servers.join("\n    "),
+            )
+        })
+        .collect();
+    subs.extend(
+        listen
+            .iter()
+            .map(|(from, to)| (format!("listen {from};"), format!("listen 127.0.0.1:{to};"))),
+    );
+    let out = render("deploy/nginx/lb.conf", &subs);
+    for line in out
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+    {
+        // An upstream server (not a `server {` block) or a listener not on loopback.
+        let directive =
+            (line.starts_with("server ") && line.ends_with(';')) || line.starts_with("listen ");
+        assert!(
+            !directive || line.contains(" 127.0.0.1:"),
+            "deploy/nginx/lb.conf: {line} was not replaced"
+        );
+    }
+    out
+}
+
+/// A private nginx running `server_conf` inside its `http` block.
+pub struct Nginx {
     child: std::process::Child,
-    url: String,
+    dir: PathBuf,
+    /// The first listener.
+    pub url: String,
 }
 
 impl Nginx {
-    async fn start(dir: &Path, server_conf: &str, port: u16) -> Nginx {
+    /// Starts nginx and waits until it listens on each of `ports` (on 127.0.0.1).
+    pub async fn start(dir: &Path, server_conf: &str, ports: &[u16]) -> Nginx {
         let d = dir.display();
-        std::fs::write(dir.join("auth_request.conf"), server_conf).unwrap();
+        std::fs::write(dir.join("site.conf"), server_conf).unwrap();
         std::fs::write(
             dir.join("nginx.conf"),
             format!(
                 "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-                 error_log stderr crit;\nevents {{}}\nhttp {{\n  access_log off;\n\
+                 error_log stderr crit;\nevents {{}}\nhttp {{\n\
+                 log_format test '$request_method $uri $status $upstream_addr';\n\
+                 access_log {d}/access.log test;\n\
                  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
-                 scgi_temp_path {d}/scgi;\n  include {d}/auth_request.conf;\n}}\n"
+                 scgi_temp_path {d}/scgi;\n  include {d}/site.conf;\n}}\n"
             ),
         )
         .unwrap();
@@ -79,17 +147,45 @@ impl Nginx {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start nginx");
-        let url = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("nginx exited: {status} (its messages are above)");
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Nginx { child, url };
+            if ports
+                .iter()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+            {
+                let url = format!("http://127.0.0.1:{}", ports[0]);
+                let dir = dir.to_path_buf();
+                return Nginx { child, dir, url };
             }
             sleep_secs(0.05).await;
         }
-        panic!("nginx did not listen on {port}");
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("nginx did not listen on {ports:?}");
+    }
+}
+
+impl Nginx {
+    /// The access log's lines (`METHOD URI STATUS UPSTREAM-ADDRESSES`) for requests whose
+    /// `METHOD URI` is `request`, once there are at least `n` of them (nginx writes a line
+    /// just after the response; waits up to 2 s).
+    pub async fn logged(&self, request: &str, n: usize) -> Vec<String> {
+        let mut lines = Vec::new();
+        for _ in 0..40 {
+            lines = std::fs::read_to_string(self.dir.join("access.log"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with(&format!("{request} ")))
+                .map(String::from)
+                .collect();
+            if lines.len() >= n {
+                break;
+            }
+            sleep_secs(0.05).await;
+        }
+        lines
     }
 }
 
@@ -118,7 +214,7 @@ async fn auth_request_example_guards_an_upstream() {
     let nginx = Nginx::start(
         dir.path(),
         &render_example(internal_port, upstream_port, port),
-        port,
+        &[port],
     )
     .await;
     let client = reqwest::Client::new();
@@ -163,4 +259,166 @@ async fn auth_request_example_guards_an_upstream() {
     stack.auth.stop();
     get(Some(&at2)).await.assert_unavailable();
     assert_eq!(upstream.requests(), 2);
+}
+
+/// The upstream addresses of access-log lines, one string per request (`A` or `A, B` after a
+/// retry).
+fn upstreams(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default().to_string())
+        .collect()
+}
+
+#[actix_web::test]
+async fn lb_spreads_requests_over_replicas_and_passes_the_client_address() {
+    // Two replicas as compose runs them: one PostgreSQL database, one key directory, and the
+    // balancer (here 127.0.0.1, like every client on loopback) as their trusted proxy.
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(Backend::Postgres, dir.path());
+    let mut replicas = Vec::new();
+    let (mut public, mut internal) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let (p, i) = (free_port(), free_port());
+        let mut env = auth_env(dir.path(), &db.url, p, i);
+        env.extend(crate::support::env(&[
+            ("AUTH__SERVER__TRUSTED_PROXIES", "127.0.0.1"),
+            ("AUTH__REVOCATION__POLL_INTERVAL", "200ms"),
+        ]));
+        let ready = vec![
+            format!("http://127.0.0.1:{p}/readyz"),
+            format!("http://127.0.0.1:{i}/healthz"),
+        ];
+        replicas
+            .push(Service::start("auth-service", auth_service_bin(), env, dir.path(), ready).await);
+        public.push(p);
+        internal.push(i);
+    }
+    let addr = |port: u16| format!("127.0.0.1:{port}");
+    let (lb_public, lb_internal) = (free_port(), free_port());
+    let conf = render_lb(
+        &[
+            ("auth-service:8080", &public),
+            ("auth-service:8081", &internal),
+        ],
+        &[(8080, lb_public), (8081, lb_internal)],
+    );
+    let nginx_dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(nginx_dir.path(), &conf, &[lb_public, lb_internal]).await;
+    let verify_url = format!("http://127.0.0.1:{lb_internal}/verify");
+    let client = reqwest::Client::new();
+    let creds = json!({"username": "alice", "password": PASSWORD});
+    let r = send(client.post(format!("{}/register", nginx.url)).json(&creds)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // Round robin: four logins in a row alternate between the replicas, all on one database.
+    let login = |client: &reqwest::Client| {
+        send(
+            client
+                .post(format!("{}/login", nginx.url))
+                // Written by the client: only the part right of the last trusted hop counts.
+                .header("x-forwarded-for", "198.51.100.1, 203.0.113.9")
+                .json(&creds),
+        )
+    };
+    let mut tokens = Vec::new();
+    for _ in 0..4 {
+        let r = login(&client).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        tokens.push((r.str("access_token"), r.str("refresh_token")));
+    }
+    let logins = upstreams(&nginx.logged("POST /login", 4).await);
+    for pair in logins.windows(2) {
+        assert_ne!(pair[0], pair[1], "not round robin: {logins:?}");
+    }
+    let replica_addrs: BTreeSet<String> = public.iter().map(|p| addr(*p)).collect();
+    assert_eq!(logins.into_iter().collect::<BTreeSet<_>>(), replica_addrs);
+    // X-Forwarded-For reaches the replicas with the balancer's peer appended. From 127.0.0.1
+    // (the balancer's own, trusted address) the client's rightmost entry is the first
+    // untrusted hop; from 127.0.0.2 (untrusted) it is the peer the balancer saw, and the
+    // client's own entries cannot stand in for it.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = login(&elsewhere).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (at, rt) = tokens[0].clone();
+    let r = send(
+        client
+            .get(format!("{}/me/sessions", nginx.url))
+            .bearer_auth(&at),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut ips: Vec<&str> = r.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["ip"].as_str().unwrap())
+        .collect();
+    ips.sort_unstable();
+    assert_eq!(
+        ips,
+        [
+            "127.0.0.2",
+            "203.0.113.9",
+            "203.0.113.9",
+            "203.0.113.9",
+            "203.0.113.9"
+        ]
+    );
+
+    // /verify through the internal listener, answered by both replicas (same keys).
+    for _ in 0..2 {
+        let r = send(client.get(&verify_url).bearer_auth(&at)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-auth-user"), Some("alice"));
+    }
+    let verifies = upstreams(&nginx.logged("GET /verify", 2).await);
+    let internal_addrs: BTreeSet<String> = internal.iter().map(|p| addr(*p)).collect();
+    assert_eq!(
+        verifies.into_iter().collect::<BTreeSet<_>>(),
+        internal_addrs
+    );
+    send(client.get(&verify_url).bearer_auth("abc.def.ghi"))
+        .await
+        .assert_unauthorized("invalid_token");
+
+    // A logout on one replica is refused by both (the other picks it up from the database).
+    let r = send(
+        client
+            .post(format!("{}/logout", nginx.url))
+            .json(&json!({"refresh_token": rt})),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    sleep_secs(1.0).await;
+    for _ in 0..2 {
+        send(client.get(&verify_url).bearer_auth(&at))
+            .await
+            .assert_unauthorized("token_revoked");
+    }
+
+    // A replica gone: idempotent requests that meet it move on to the other one
+    // (`proxy_next_upstream error`), on both listeners.
+    replicas[0].stop();
+    let (at, _) = tokens[1].clone();
+    for _ in 0..3 {
+        let r = send(client.get(format!("{}/me", nginx.url)).bearer_auth(&at)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = send(client.get(&verify_url).bearer_auth(&at)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    for (request, gone, live) in [
+        ("GET /me", public[0], public[1]),
+        ("GET /verify", internal[0], internal[1]),
+    ] {
+        let retried = format!("{}, {}", addr(gone), addr(live));
+        let lines = nginx.logged(request, 3).await;
+        assert!(
+            upstreams(&lines).iter().any(|u| u.ends_with(&retried)),
+            "no retry on {request}: {lines:?}"
+        );
+    }
 }
