@@ -10,13 +10,15 @@
 //!   and their rules, the clock, the domain error.
 //! * [`storage`] (the database) and [`security`] (keys, tokens, password hashing,
 //!   throttles, the revocation index), side by side.
-//! * [`model`]: typed ids, roles, client info — the vocabulary all layers share.
+//! * [`model`]: typed ids, roles, client info — the vocabulary all layers share; and
+//!   [`metrics`], the counters every layer may add to.
 //! * [`config`]: typed settings.
 
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod security;
 pub mod server;

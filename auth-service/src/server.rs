@@ -7,12 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::header;
-use actix_web::middleware::{DefaultHeaders, Logger};
+use actix_web::middleware::{DefaultHeaders, Logger, from_fn};
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Settings;
 use crate::domain::{Services, SharedClock, SystemClock};
+use crate::http::metrics::{Listener, count_requests};
 use crate::http::{AppState, configure_internal, configure_public};
+use crate::metrics::Metrics;
 use crate::security::keys::Keys;
 use crate::storage::Database;
 
@@ -97,16 +99,22 @@ pub async fn start_with_clock(
         .await??
     };
     log::info!("database backend: {}", db.backend());
+    let metrics = Arc::new(
+        Metrics::new()
+            .map_err(|e| StartError::Domain(crate::domain::Error::Internal(Box::new(e))))?,
+    );
     let services = {
-        let settings = settings.clone();
+        let (settings, metrics) = (settings.clone(), metrics.clone());
         // Building the password hasher computes one hash: off the async workers.
-        tokio::task::spawn_blocking(move || Services::new(&settings, db, keys, clock)).await??
+        tokio::task::spawn_blocking(move || Services::new(&settings, db, keys, clock, metrics))
+            .await??
     };
     let loaded = services.maintenance.sync_revocations().await?;
     log::info!("revocation index loaded: {loaded} recently revoked session(s)");
 
     let state = web::Data::new(AppState {
         services,
+        metrics,
         trusted_proxies: settings.server.trusted_proxies.clone(),
     });
 
@@ -120,6 +128,8 @@ pub async fn start_with_clock(
     let public = HttpServer::new(move || {
         App::new()
             .app_data(public_state.clone())
+            .app_data(Listener("public"))
+            .wrap(from_fn(count_requests))
             .wrap(no_store())
             // Access log: peer address, request line, status, size, time. No headers, so no
             // token or credential can reach it. /verify (internal) is not logged per call.
@@ -135,6 +145,8 @@ pub async fn start_with_clock(
     let internal = HttpServer::new(move || {
         App::new()
             .app_data(internal_state.clone())
+            .app_data(Listener("internal"))
+            .wrap(from_fn(count_requests))
             .wrap(no_store())
             .configure(configure_internal)
     })

@@ -130,7 +130,7 @@ impl Accounts {
         let user = self
             .ctx
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 let roles = Roles::default_for_new_user();
                 let new = NewUser {
                     id,
@@ -189,7 +189,7 @@ impl Accounts {
         let ended = self
             .ctx
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.write_transaction(|conn| {
                     users::update_password_hash(conn, &user_id, &hash, now)?;
                     let ended = session_table::revoke_all_of_user(
@@ -238,7 +238,7 @@ impl Accounts {
         let ended = self
             .ctx
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.write_transaction(|conn| {
                     let ended = session_table::revoke_own(
                         conn,
@@ -272,7 +272,7 @@ impl Accounts {
         let ended = self
             .ctx
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.write_transaction(|conn| {
                     let ended = session_table::revoke_all_of_user(
                         conn,

@@ -292,7 +292,7 @@ impl Admin {
         let change = self
             .ctx
             .db
-            .run(move |conn| apply_roles(conn, target, &roles, Some(admin), &client, now))
+            .write(move |conn| apply_roles(conn, target, &roles, Some(admin), &client, now))
             .await?;
         self.ctx.record_revocations(&change.ended_sessions, now);
         log::info!(
@@ -315,7 +315,7 @@ impl Admin {
         let change = self
             .ctx
             .db
-            .run(move |conn| apply_disabled(conn, target, disabled, Some(admin), &client, now))
+            .write(move |conn| apply_disabled(conn, target, disabled, Some(admin), &client, now))
             .await?;
         self.ctx.record_revocations(&change.ended_sessions, now);
         log::info!(
@@ -338,7 +338,7 @@ impl Admin {
         let ended = self
             .ctx
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.write_transaction(|conn| {
                     still_admin(conn, Some(admin))?;
                     users::find(conn, &target)?.ok_or(Error::NotFound)?;

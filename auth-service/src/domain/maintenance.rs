@@ -20,6 +20,13 @@ use crate::storage::sessions as session_table;
 use crate::storage::users::{self, NewUser};
 use crate::storage::{DbConn, health};
 
+/// The wall clock in milliseconds (the feed's timestamps are the sending replica's).
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The limits of one pruning pass under `settings`, at time `now`.
 pub fn prune_request(settings: &Settings, now: i64) -> PruneRequest {
     PruneRequest {
@@ -75,6 +82,7 @@ pub fn create_user(
 pub struct Maintenance {
     ctx: Context,
     settings: Settings,
+    passwords: Passwords,
     login_throttle: Arc<Limiter>,
     register_throttle: Option<Arc<Limiter>>,
 }
@@ -83,12 +91,14 @@ impl Maintenance {
     pub(crate) fn new(
         ctx: Context,
         settings: &Settings,
+        passwords: Passwords,
         login_throttle: Arc<Limiter>,
         register_throttle: Option<Arc<Limiter>>,
     ) -> Maintenance {
         Maintenance {
             ctx,
             settings: settings.clone(),
+            passwords,
             login_throttle,
             register_throttle,
         }
@@ -129,8 +139,11 @@ impl Maintenance {
                     while !stop.load(Ordering::Relaxed) {
                         match listener.poll() {
                             Ok(revoked) => {
-                                for (sid, at) in revoked {
+                                let now_ms = unix_millis();
+                                for (sid, at, sent_ms) in revoked {
                                     self.ctx.record_revocations([&sid], at);
+                                    let lag = (now_ms - sent_ms).max(0) as f64 / 1000.0;
+                                    self.ctx.metrics.revocation_feed_lag.observe(lag);
                                 }
                             }
                             Err(e) => {
@@ -146,6 +159,26 @@ impl Maintenance {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// Current state for the metrics: name and value.
+    pub fn gauges(&self, sessions: &crate::domain::Sessions) -> Vec<(&'static str, i64)> {
+        let pool = self.ctx.db.pool_state();
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        let c = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        vec![
+            ("db_pool_connections", i64::from(pool.connections)),
+            ("db_pool_idle", i64::from(pool.idle)),
+            (
+                "db_pool_in_use",
+                i64::from(pool.connections.saturating_sub(pool.idle)),
+            ),
+            ("db_connection_errors", c(pool.connection_errors)),
+            ("db_timeouts", c(pool.timeouts)),
+            ("hash_queue_depth", n(self.passwords.queue_depth())),
+            ("revocation_index_size", n(self.ctx.revoked.len())),
+            ("verify_cache_entries", n(sessions.verified_cached())),
+        ]
     }
 
     /// [`Maintenance::sync_revocations`] for a blocking thread.
@@ -178,7 +211,7 @@ impl Maintenance {
         Ok(self
             .ctx
             .db
-            .run(move |conn| prune::prune(conn, &request))
+            .write(move |conn| prune::prune(conn, &request))
             .await?)
     }
 
@@ -188,7 +221,7 @@ impl Maintenance {
         let now = self.ctx.now();
         self.ctx
             .db
-            .run(move |conn| health::probe_write(conn, now))
+            .write(move |conn| health::probe_write(conn, now))
             .await
             .map_err(Error::Unavailable)
     }

@@ -27,6 +27,7 @@ pub use maintenance::Maintenance;
 pub use sessions::Sessions;
 
 use crate::config::{DatabaseUrl, Settings};
+use crate::metrics::Metrics;
 use crate::model::{Roles, SessionId, UserId};
 use crate::security::keys::Keys;
 use crate::security::passwords::Passwords;
@@ -51,8 +52,9 @@ impl Services {
         db: Database,
         keys: Keys,
         clock: SharedClock,
+        metrics: Arc<Metrics>,
     ) -> Result<Services, Error> {
-        let ctx = Context::new(settings, db, clock);
+        let ctx = Context::new(settings, db, clock, metrics);
         let passwords = Passwords::new(&settings.password)?;
         // One instance (SQLite) counts in memory; replicas on PostgreSQL count together in
         // the database.
@@ -94,12 +96,18 @@ impl Services {
             ),
             accounts: Accounts::new(
                 ctx.clone(),
-                passwords,
+                passwords.clone(),
                 login_throttle.clone(),
                 register_throttle.clone(),
             ),
             admin: Admin::new(ctx.clone()),
-            maintenance: Maintenance::new(ctx, settings, login_throttle, register_throttle),
+            maintenance: Maintenance::new(
+                ctx,
+                settings,
+                passwords,
+                login_throttle,
+                register_throttle,
+            ),
         })
     }
 }
@@ -111,6 +119,7 @@ pub(crate) struct Context {
     pub clock: SharedClock,
     pub revoked: Arc<RevokedSessions>,
     pub lifetimes: Lifetimes,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Session and token lifetimes from `tokens.*`, in seconds.
@@ -122,11 +131,17 @@ pub(crate) struct Lifetimes {
 }
 
 impl Context {
-    pub fn new(settings: &Settings, db: Database, clock: SharedClock) -> Context {
+    pub fn new(
+        settings: &Settings,
+        db: Database,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Context {
         let t = &settings.tokens;
         Context {
             db,
             clock,
+            metrics,
             revoked: Arc::new(RevokedSessions::new(revocation_horizon(settings))),
             lifetimes: Lifetimes {
                 refresh_ttl: t.refresh_ttl.as_secs_i64(),

@@ -9,6 +9,7 @@ use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::limits::Limiter;
 use crate::domain::validation::MAX_EMAIL_CHARS;
 use crate::domain::{Context, Error};
+use crate::metrics::Metrics;
 use crate::model::{ClientInfo, SessionId, TokenId, UserId};
 use crate::security::passwords::{MAX_PASSWORD_CHARS, Passwords};
 use crate::security::tokens::{AccessGrant, Expiry, RefreshGrant, TokenError, Tokens};
@@ -68,6 +69,24 @@ impl Sessions {
     /// Checks credentials and opens a session. Every failure is the same
     /// `invalid_credentials`, reached through the same amount of hashing.
     pub async fn login(
+        &self,
+        login: &str,
+        password: SecretString,
+        client: ClientInfo,
+    ) -> Result<IssuedTokens, Error> {
+        let result = self.check_and_open(login, password, client).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Error::InvalidCredentials) => "failed",
+            Err(Error::TooManyAttempts { .. }) => "throttled",
+            Err(Error::Overloaded) => "overloaded",
+            Err(_) => "unavailable",
+        };
+        Metrics::count(&self.ctx.metrics.logins, outcome);
+        result
+    }
+
+    async fn check_and_open(
         &self,
         login: &str,
         password: SecretString,
@@ -145,7 +164,7 @@ impl Sessions {
         let (client, tried, now) = (client.clone(), tried.to_string(), self.ctx.now());
         self.ctx
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 let mut event = AuditEvent::new(AuditKind::LoginFailed, &client)
                     .detail(serde_json::json!({ "username": tried }));
                 event.user_id = user_id;
@@ -169,7 +188,7 @@ impl Sessions {
         let opened = self
             .ctx
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.write_transaction(|conn| {
                     // Held until commit: a disable or role change waits for this session to
                     // exist (and so ends it), or lands first and is read here.
@@ -222,7 +241,7 @@ impl Sessions {
             let now = self.ctx.now();
             self.ctx
                 .db
-                .run(move |conn| users::update_password_hash(conn, &user_id, &hash, now))
+                .write(move |conn| users::update_password_hash(conn, &user_id, &hash, now))
                 .await?;
             Ok::<_, Error>(())
         }
@@ -294,7 +313,7 @@ impl Sessions {
         let rotation = self
             .ctx
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.write_transaction(|conn| {
                     let rotation = refresh_tokens::rotate(conn, &request)?;
                     let (kind, detail) = match &rotation {
@@ -322,6 +341,13 @@ impl Sessions {
                 })
             })
             .await?;
+        let outcome = match &rotation {
+            Rotation::Rotated { .. } => "rotated",
+            Rotation::Replayed { .. } => "replayed",
+            Rotation::Reused { .. } => "reused",
+            Rotation::SessionRevoked | Rotation::Expired | Rotation::Unknown => "refused",
+        };
+        Metrics::count(&self.ctx.metrics.refreshes, outcome);
         match rotation {
             Rotation::Rotated { child, user } => {
                 log::info!(
@@ -372,7 +398,7 @@ impl Sessions {
         let revoked_at = self
             .ctx
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.write_transaction(|conn| {
                     let live = session_table::find(conn, &sid)?
                         .is_some_and(|s| s.revoked_at.is_none() && s.user_id == sub);
@@ -398,9 +424,24 @@ impl Sessions {
     /// tokens when it was checked before (and has not expired), else in full; then the
     /// revocation index, on every call.
     pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, Error> {
+        let result = self.check_access(token);
+        let outcome = match &result {
+            Ok(_) => "active",
+            Err(Error::TokenExpired) => "expired",
+            Err(Error::TokenRevoked) => "revoked",
+            Err(_) => "invalid",
+        };
+        Metrics::count(&self.ctx.metrics.verify_outcomes, outcome);
+        result
+    }
+
+    fn check_access(&self, token: &str) -> Result<Arc<AccessClaims>, Error> {
         let now = self.ctx.now();
         let key = verify_cache::key(token);
-        let claims = match self.verified.get(&key, now) {
+        let cached = self.verified.get(&key, now);
+        let cache = &self.ctx.metrics.verify_cache;
+        Metrics::count(cache, if cached.is_some() { "hit" } else { "miss" });
+        let claims = match cached {
             Some(claims) => claims,
             None => match self.tokens.check_access(token, Expiry::Enforce, now) {
                 Ok(claims) => {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod routes;
 pub mod verify;
 pub mod wire;
@@ -24,6 +25,7 @@ use crate::domain::Services;
 /// What every handler can reach.
 pub struct AppState {
     pub services: Services,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
     pub trusted_proxies: NetList,
 }

@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, ResponseError, web};
 use crate::http::error::ApiError;
 use crate::http::extract::{json_config, path_config, query_config};
 use crate::http::verify::verify_json_config;
-use crate::http::{account, admin, auth, health, verify};
+use crate::http::{account, admin, auth, health, metrics, verify};
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
@@ -78,6 +78,7 @@ pub fn configure_internal(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(verify::verify_get))
                 .route(web::post().to(verify::verify_post)),
         )
+        .service(resource("/metrics", "GET").route(web::get().to(metrics::metrics)))
         .service(health_routes())
         .default_service(web::to(not_found));
 }

@@ -17,6 +17,7 @@ pub mod users;
 pub mod health;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use diesel::r2d2::{self, ManageConnection, R2D2Connection};
@@ -40,8 +41,25 @@ pub struct Database {
     /// Bounds the blocking threads working for the database: a hung database can tie up
     /// this many, not one per request.
     slots: Arc<Semaphore>,
+    /// SQLite only: writers take turns here, first come first served, instead of polling
+    /// for the file's write lock (whose back-off made the slowest of many concurrent
+    /// writers wait most of a second).
+    write_turn: Option<Arc<Semaphore>>,
     url: DatabaseUrl,
     settings: Arc<Settings>,
+    /// Failures to connect, as the pool reports them.
+    connection_errors: Arc<AtomicU64>,
+    /// Calls answered `TimedOut`.
+    timeouts: Arc<AtomicU64>,
+}
+
+/// The pool and its troubles, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolState {
+    pub connections: u32,
+    pub idle: u32,
+    pub connection_errors: u64,
+    pub timeouts: u64,
 }
 
 impl Database {
@@ -52,10 +70,11 @@ impl Database {
         let backend = url.backend_name();
         let memory = matches!(url, DatabaseUrl::SqliteMemory);
         let manager = ConnectionManager::new(settings, url.clone());
+        let connection_errors = Arc::new(AtomicU64::new(0));
         let mut builder = r2d2::Pool::builder()
             .max_size(settings.database.pool_size)
             .connection_timeout(settings.database.connect_timeout.get())
-            .error_handler(Box::new(LogPoolErrors));
+            .error_handler(Box::new(LogPoolErrors(connection_errors.clone())));
         if memory {
             // Every connection to :memory: is its own database: keep exactly one, forever.
             builder = builder
@@ -73,9 +92,22 @@ impl Database {
             backend,
             timeout: settings.database.timeout.get(),
             slots: Arc::new(Semaphore::new(slots)),
+            write_turn: (backend == "sqlite").then(|| Arc::new(Semaphore::new(1))),
             url,
             settings: Arc::new(settings.clone()),
+            connection_errors,
+            timeouts: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    pub fn pool_state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState {
+            connections: state.connections,
+            idle: state.idle_connections,
+            connection_errors: self.connection_errors.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+        }
     }
 
     pub fn backend(&self) -> &'static str {
@@ -96,12 +128,45 @@ impl Database {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
+        self.run_in_turn(false, f).await
+    }
+
+    /// [`Database::run`] for work that writes. On SQLite, writers of this process take
+    /// turns in arrival order (the turn is held until the work ends, even past the caller's
+    /// deadline); on PostgreSQL it is `run`, and row locks order the writers.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        self.run_in_turn(true, f).await
+    }
+
+    async fn run_in_turn<T, E, F>(&self, writes: bool, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let timed_out = || E::from(StorageError::TimedOut(self.timeout));
+        let timed_out = || {
+            self.timeouts.fetch_add(1, Ordering::Relaxed);
+            E::from(StorageError::TimedOut(self.timeout))
+        };
         let slot = match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await
         {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) | Err(_) => return Err(timed_out()),
+        };
+        let turn = match (&self.write_turn, writes) {
+            (Some(turns), true) => {
+                match tokio::time::timeout_at(deadline, turns.clone().acquire_owned()).await {
+                    Ok(Ok(turn)) => Some(turn),
+                    Ok(Err(_)) | Err(_) => return Err(timed_out()),
+                }
+            }
+            _ => None,
         };
         let pool = self.pool.clone();
         let work = tokio::task::spawn_blocking(move || {
@@ -110,6 +175,7 @@ impl Database {
                 .map_err(StorageError::from)
                 .map_err(E::from)
                 .and_then(|mut conn| f(&mut conn));
+            drop(turn);
             drop(slot);
             result
         });
@@ -145,10 +211,11 @@ impl Database {
 }
 
 #[derive(Debug)]
-struct LogPoolErrors;
+struct LogPoolErrors(Arc<AtomicU64>);
 
 impl r2d2::HandleError<r2d2::Error> for LogPoolErrors {
     fn handle_error(&self, error: r2d2::Error) {
+        self.0.fetch_add(1, Ordering::Relaxed);
         // Connection errors may echo the URL's host, never its password (libpq omits it).
         log::warn!("database connection error: {error}");
     }

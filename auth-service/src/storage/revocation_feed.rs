@@ -22,9 +22,12 @@ pub fn announce(conn: &mut DbConn, sessions: &[SessionId], at: i64) -> Result<()
     let DbConn::Pg(pg) = conn else {
         return Ok(());
     };
+    let sent_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     for chunk in sessions.chunks(IDS_PER_MESSAGE) {
         let ids: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
-        let payload = format!("{at} {}", ids.join(","));
+        let payload = format!("{at} {sent_ms} {}", ids.join(","));
         diesel::sql_query("SELECT pg_notify($1, $2)")
             .bind::<Text, _>(CHANNEL)
             .bind::<Text, _>(payload)
@@ -33,17 +36,19 @@ pub fn announce(conn: &mut DbConn, sessions: &[SessionId], at: i64) -> Result<()
     Ok(())
 }
 
-/// Reads a message: `<revoked_at> <sid>,<sid>,…`. Anything else is ignored.
-pub fn parse(payload: &str) -> Vec<(SessionId, i64)> {
-    let Some((at, ids)) = payload.split_once(' ') else {
+/// Reads a message: `<revoked_at> <sent_unix_ms> <sid>,<sid>,…` into (session, revoked at,
+/// sent at in milliseconds). Anything else is ignored.
+pub fn parse(payload: &str) -> Vec<(SessionId, i64, i64)> {
+    let mut parts = payload.splitn(3, ' ');
+    let (Some(at), Some(sent), Some(ids)) = (parts.next(), parts.next(), parts.next()) else {
         return Vec::new();
     };
-    let Ok(at) = at.parse::<i64>() else {
+    let (Ok(at), Ok(sent)) = (at.parse::<i64>(), sent.parse::<i64>()) else {
         return Vec::new();
     };
     ids.split(',')
         .filter_map(|id| SessionId::parse(id).ok())
-        .map(|sid| (sid, at))
+        .map(|sid| (sid, at, sent))
         .collect()
 }
 
@@ -69,8 +74,9 @@ impl Listener {
         Ok(Some(Listener { conn }))
     }
 
-    /// The revocations announced since the last call, without waiting.
-    pub fn poll(&mut self) -> Result<Vec<(SessionId, i64)>, StorageError> {
+    /// The revocations announced since the last call, without waiting: (session, revoked
+    /// at, sent at in milliseconds).
+    pub fn poll(&mut self) -> Result<Vec<(SessionId, i64, i64)>, StorageError> {
         let mut revoked = Vec::new();
         for notification in self.conn.notifications_iter() {
             let notification = notification?;
@@ -89,8 +95,11 @@ mod tests {
     #[test]
     fn messages_round_trip_and_garbage_is_ignored() {
         let (a, b) = (SessionId::random(), SessionId::random());
-        assert_eq!(parse(&format!("1700 {a},{b}")), vec![(a, 1700), (b, 1700)]);
-        for junk in ["", "1700", "x {a}", "1700 nope"] {
+        assert_eq!(
+            parse(&format!("1700 1700123 {a},{b}")),
+            vec![(a, 1700, 1700123), (b, 1700, 1700123)]
+        );
+        for junk in ["", "1700", "x 1 {a}", "1700 nope", "1700 1 nope"] {
             assert!(parse(junk).is_empty(), "{junk}");
         }
     }

@@ -13,6 +13,7 @@ mod cli;
 mod keys;
 mod login;
 mod logout;
+mod metrics;
 mod openapi;
 mod refresh;
 mod register;

@@ -1,7 +1,8 @@
 //! Black-box tests of the resource service with the real auth service: both binaries run as
 //! child processes on free ports. The end-to-end flow runs on SQLite and on PostgreSQL
 //! (`TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`); the compose
-//! checks run the binaries with the environment docker-compose.yml gives them.
+//! checks run the binaries with the environment docker-compose.yml gives them; the replica
+//! checks run three auth-service replicas on one PostgreSQL database behind nginx.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
@@ -11,3 +12,4 @@ mod api;
 mod compose;
 mod end_to_end;
 mod nginx;
+mod replicas;
