@@ -20,6 +20,7 @@ cd "$(dirname "$0")/.."
 N="${N:-200}"
 PG="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 REPLICAS=3
+export PGOPTIONS="-c client_min_messages=warning" # no NOTICE for a database that is not there
 
 cargo build --release -p auth-service --bin auth-service
 
@@ -70,7 +71,8 @@ for i in $(seq 0 $((REPLICAS - 1))); do
 done
 echo "replicas: ${public[*]} (internal: ${internal[*]}); database $name; $N trials"
 
-python3 - "$N" "${public[@]}" "${internal[@]}" <<'PY'
+# In the background and waited for, so that a signal to this script ends the run at once.
+python3 - "$N" "${public[@]}" "${internal[@]}" <<'PY' &
 import json, random, sys, threading, time, urllib.error, urllib.request
 
 n = int(sys.argv[1])
@@ -89,7 +91,7 @@ def call(method, url, body=None, token=None):
     if token:
         req.add_header("authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=10) as r:
             status, raw = r.status, r.read()
     except urllib.error.HTTPError as e:
         status, raw = e.code, e.read()
@@ -149,3 +151,6 @@ print(f"logout on one replica -> token_revoked on both others, {len(times)} tria
 print(f"p50 {p50:.1f} ms   p90 {p90:.1f} ms   p99 {p99:.1f} ms   max {worst:.1f} ms")
 print(f"goal p99 <= 1000 ms: {'met' if p99 <= 1000 else 'MISSED'}")
 PY
+client=$!
+pids+=("$client")
+wait "$client"

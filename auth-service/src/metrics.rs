@@ -4,9 +4,19 @@
 //! cache) are read at scrape time by the HTTP layer from the domain.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+/// Counters of the `/verify` path, resolved once: counting there is one atomic add.
+pub struct HotCounters {
+    pub verify_active: IntCounter,
+    pub verify_expired: IntCounter,
+    pub verify_revoked: IntCounter,
+    pub verify_invalid: IntCounter,
+    pub cache_hit: IntCounter,
+    pub cache_miss: IntCounter,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -26,6 +36,7 @@ pub struct Metrics {
     pub revocation_feed_lag: Histogram,
     /// Current state, set at scrape time: name → value (see `http::metrics`).
     pub state: IntGaugeVec,
+    pub hot: HotCounters,
 }
 
 impl Metrics {
@@ -34,7 +45,28 @@ impl Metrics {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels)
         };
+        let verify_outcomes = counter(
+            "verify_total",
+            "Access-token verifications by outcome",
+            &["outcome"],
+        )?;
+        let verify_cache = counter(
+            "verify_cache_total",
+            "Lookups in the cache of verified tokens",
+            &["result"],
+        )?;
+        let hot = HotCounters {
+            verify_active: verify_outcomes.with_label_values(&["active"]),
+            verify_expired: verify_outcomes.with_label_values(&["expired"]),
+            verify_revoked: verify_outcomes.with_label_values(&["revoked"]),
+            verify_invalid: verify_outcomes.with_label_values(&["invalid"]),
+            cache_hit: verify_cache.with_label_values(&["hit"]),
+            cache_miss: verify_cache.with_label_values(&["miss"]),
+        };
         let m = Metrics {
+            hot,
+            verify_outcomes,
+            verify_cache,
             http_requests: counter(
                 "http_requests_total",
                 "HTTP requests by route pattern, method and status",
@@ -49,16 +81,6 @@ impl Metrics {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ]),
                 &["listener", "route", "status"],
-            )?,
-            verify_outcomes: counter(
-                "verify_total",
-                "Access-token verifications by outcome",
-                &["outcome"],
-            )?,
-            verify_cache: counter(
-                "verify_cache_total",
-                "Lookups in the cache of verified tokens",
-                &["result"],
             )?,
             logins: counter("logins_total", "Login attempts by outcome", &["outcome"])?,
             refreshes: counter("refreshes_total", "Refreshes by outcome", &["outcome"])?,

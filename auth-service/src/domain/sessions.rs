@@ -19,6 +19,7 @@ use crate::storage::sessions::{self as session_table, NewSession, RevokeReason};
 use crate::storage::users::{self, UserRecord};
 
 pub use crate::security::tokens::AccessClaims;
+pub use crate::security::verify_cache::{Answer, Verified};
 
 /// A fresh token pair. `Debug` shows no token.
 pub struct IssuedTokens {
@@ -423,31 +424,35 @@ impl Sessions {
     /// Checks an access token without touching the database: from the cache of verified
     /// tokens when it was checked before (and has not expired), else in full; then the
     /// revocation index, on every call.
-    pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, Error> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Verified>, Error> {
         let result = self.check_access(token);
-        let outcome = match &result {
-            Ok(_) => "active",
-            Err(Error::TokenExpired) => "expired",
-            Err(Error::TokenRevoked) => "revoked",
-            Err(_) => "invalid",
-        };
-        Metrics::count(&self.ctx.metrics.verify_outcomes, outcome);
+        let m = &self.ctx.metrics.hot;
+        match &result {
+            Ok(_) => m.verify_active.inc(),
+            Err(Error::TokenExpired) => m.verify_expired.inc(),
+            Err(Error::TokenRevoked) => m.verify_revoked.inc(),
+            Err(_) => m.verify_invalid.inc(),
+        }
         result
     }
 
-    fn check_access(&self, token: &str) -> Result<Arc<AccessClaims>, Error> {
+    fn check_access(&self, token: &str) -> Result<Arc<Verified>, Error> {
         let now = self.ctx.now();
         let key = verify_cache::key(token);
         let cached = self.verified.get(&key, now);
-        let cache = &self.ctx.metrics.verify_cache;
-        Metrics::count(cache, if cached.is_some() { "hit" } else { "miss" });
+        let m = &self.ctx.metrics.hot;
+        if cached.is_some() {
+            m.cache_hit.inc()
+        } else {
+            m.cache_miss.inc()
+        }
         let claims = match cached {
             Some(claims) => claims,
             None => match self.tokens.check_access(token, Expiry::Enforce, now) {
                 Ok(claims) => {
-                    let claims = Arc::new(claims);
-                    self.verified.insert(key, claims.clone());
-                    claims
+                    let verified = Verified::new(claims);
+                    self.verified.insert(key, verified.clone());
+                    verified
                 }
                 // Expired *and* revoked says "revoked": "expired" would send the client to
                 // /refresh, which can only fail. Only the expired path pays the second decode.
@@ -462,7 +467,7 @@ impl Sessions {
                 Err(e) => return Err(e.into()),
             },
         };
-        if self.ctx.revoked.is_revoked(&claims.sid) {
+        if self.ctx.revoked.is_revoked(&claims.claims.sid) {
             return Err(Error::TokenRevoked);
         }
         Ok(claims)

@@ -9,7 +9,7 @@ use crate::http::wire::{ChangePasswordRequest, SessionList, SessionView, UserVie
 use crate::model::{ClientInfo, SessionId};
 
 pub async fn me(state: State, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let user = state.services.accounts.me(&caller.0).await?;
+    let user = state.services.accounts.me(caller.claims()).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
@@ -23,17 +23,22 @@ pub async fn change_password(
     state
         .services
         .accounts
-        .change_password(&caller.0, body.current_password, body.new_password, client)
+        .change_password(
+            caller.claims(),
+            body.current_password,
+            body.new_password,
+            client,
+        )
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn my_sessions(state: State, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let sessions = state.services.accounts.my_sessions(&caller.0).await?;
+    let sessions = state.services.accounts.my_sessions(caller.claims()).await?;
     Ok(HttpResponse::Ok().json(SessionList {
         sessions: sessions
             .into_iter()
-            .map(|s| SessionView::new(s, caller.0.sid))
+            .map(|s| SessionView::new(s, caller.claims().sid))
             .collect(),
     }))
 }
@@ -47,7 +52,7 @@ pub async fn end_my_session(
     state
         .services
         .accounts
-        .end_my_session(&caller.0, id.into_inner(), client)
+        .end_my_session(caller.claims(), id.into_inner(), client)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -60,7 +65,7 @@ pub async fn logout_all(
     state
         .services
         .accounts
-        .logout_all(&caller.0, client)
+        .logout_all(caller.claims(), client)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -22,7 +22,7 @@ pub async fn list_users(
     let page = state
         .services
         .admin
-        .list_users(&caller.0, q.username, q.cursor, q.limit)
+        .list_users(caller.claims(), q.username, q.cursor, q.limit)
         .await?;
     Ok(HttpResponse::Ok().json(UserPage {
         users: page.items.into_iter().map(AdminUserView::from).collect(),
@@ -38,7 +38,7 @@ pub async fn get_user(
     let user = state
         .services
         .admin
-        .get_user(&caller.0, id.into_inner())
+        .get_user(caller.claims(), id.into_inner())
         .await?;
     Ok(HttpResponse::Ok().json(AdminUserView::from(user)))
 }
@@ -53,7 +53,7 @@ pub async fn set_roles(
     let user = state
         .services
         .admin
-        .set_roles(&caller.0, id.into_inner(), &body.roles, client)
+        .set_roles(caller.claims(), id.into_inner(), &body.roles, client)
         .await?;
     Ok(HttpResponse::Ok().json(AdminUserView::from(user)))
 }
@@ -67,7 +67,7 @@ pub async fn disable(
     let user = state
         .services
         .admin
-        .set_disabled(&caller.0, id.into_inner(), true, client)
+        .set_disabled(caller.claims(), id.into_inner(), true, client)
         .await?;
     Ok(HttpResponse::Ok().json(AdminUserView::from(user)))
 }
@@ -81,7 +81,7 @@ pub async fn enable(
     let user = state
         .services
         .admin
-        .set_disabled(&caller.0, id.into_inner(), false, client)
+        .set_disabled(caller.claims(), id.into_inner(), false, client)
         .await?;
     Ok(HttpResponse::Ok().json(AdminUserView::from(user)))
 }
@@ -95,7 +95,7 @@ pub async fn end_sessions(
     state
         .services
         .admin
-        .end_sessions(&caller.0, id.into_inner(), client)
+        .end_sessions(caller.claims(), id.into_inner(), client)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -139,9 +139,9 @@ pub async fn audit(
     query: web::Query<AuditQueryParams>,
 ) -> Result<HttpResponse, ApiError> {
     // Who asks comes first: a non-administrator learns nothing about the filter syntax.
-    state.services.admin.ensure_admin(&caller.0).await?;
+    state.services.admin.ensure_admin(caller.claims()).await?;
     let filter = audit_filter(query.into_inner())?;
-    let page = state.services.admin.audit(&caller.0, filter).await?;
+    let page = state.services.admin.audit(caller.claims(), filter).await?;
     Ok(HttpResponse::Ok().json(AuditPage {
         events: page.items.into_iter().map(AuditView::from).collect(),
         next_cursor: page.next_cursor,

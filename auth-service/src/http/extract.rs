@@ -145,7 +145,14 @@ pub fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
 }
 
 /// The verified access token of the request's `Authorization: Bearer` header.
-pub struct Caller(pub std::sync::Arc<AccessClaims>);
+pub struct Caller(pub std::sync::Arc<crate::domain::sessions::Verified>);
+
+impl Caller {
+    /// The token's claims.
+    pub fn claims(&self) -> &AccessClaims {
+        &self.0.claims
+    }
+}
 
 impl FromRequest for Caller {
     type Error = ApiError;

@@ -6,15 +6,38 @@
 //! used only while the token has not expired; revocation is not cached (the caller checks
 //! the revocation index on every call). Bounded to `verify.cache_size` entries.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
 
 use crate::security::tokens::AccessClaims;
 
+/// A token that passed every check, and the answer made for it once.
+pub struct Verified {
+    pub claims: AccessClaims,
+    /// Set by the first caller that renders an answer (the same bytes every time after):
+    /// a repeated token costs a lookup, not a serialisation.
+    pub answer: OnceLock<Answer>,
+}
+
+/// An answer about a verified token, as bytes and header texts.
+pub struct Answer {
+    pub body: Arc<[u8]>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Verified {
+    pub fn new(claims: AccessClaims) -> Arc<Verified> {
+        Arc::new(Verified {
+            claims,
+            answer: OnceLock::new(),
+        })
+    }
+}
+
 pub struct VerifiedTokens {
     /// `None` when `verify.cache_size` is 0.
-    cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<AccessClaims>>>,
+    cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<Verified>>>,
     leeway: i64,
 }
 
@@ -33,19 +56,19 @@ impl VerifiedTokens {
 
     /// The claims of a token checked before, if it has not expired by `now`. An expired
     /// entry is dropped.
-    pub fn get(&self, key: &[u8; 32], now: i64) -> Option<Arc<AccessClaims>> {
+    pub fn get(&self, key: &[u8; 32], now: i64) -> Option<Arc<Verified>> {
         let cache = self.cache.as_ref()?;
-        let claims = cache.get(key)?;
+        let verified = cache.get(key)?;
         // The same rule as the full check: expired once exp < now - leeway.
-        if claims.exp < now - self.leeway {
+        if verified.claims.exp < now - self.leeway {
             cache.remove(key);
             return None;
         }
-        Some(claims)
+        Some(verified)
     }
 
-    /// Remembers the claims of a token that passed every check.
-    pub fn insert(&self, key: [u8; 32], claims: Arc<AccessClaims>) {
+    /// Remembers a token that passed every check.
+    pub fn insert(&self, key: [u8; 32], claims: Arc<Verified>) {
         if let Some(cache) = &self.cache {
             cache.insert(key, claims);
         }
@@ -65,8 +88,8 @@ mod tests {
     use super::*;
     use crate::model::{SessionId, TokenId, UserId};
 
-    fn claims(exp: i64) -> Arc<AccessClaims> {
-        Arc::new(AccessClaims {
+    fn claims(exp: i64) -> Arc<Verified> {
+        Verified::new(AccessClaims {
             iss: "i".into(),
             aud: "a".into(),
             sub: UserId::random(),

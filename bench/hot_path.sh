@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The hot paths of a release build, as ratios measured in one run:
+#
+#   /verify, one token repeated  ÷ /healthz of the same server, 64 connections  goal ≥ 0.9
+#   /verify, a new token each call, cache on ÷ cache off (verify.cache_size=0)  goal ≥ 0.8
+#   POST /refresh (a fresh refresh token each call, 16 connections) on PostgreSQL
+#     ÷ the same SQL statements as plain transactions with pgbench, 16 clients    goal ≥ 0.5
+#   POST /refresh on SQLite: rate and p99
+#
+#   bench/hot_path.sh                        # all of it
+#   DURATION=10s PARTS="verify" bench/hot_path.sh
+#
+# Needs wrk, curl, python3, pgbench and psql (postgresql-client), and a PostgreSQL server at
+# TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres) that may create a
+# database. Client and server share the machine: the figures are floors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-10s}"
+PARTS="${PARTS:-verify refresh}"
+PG="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export THREADS=2
+for tool in wrk pgbench psql; do
+  command -v "$tool" >/dev/null || { echo "bench/hot_path.sh needs $tool" >&2; exit 1; }
+done
+cargo build --release -p auth-service --quiet --bin auth-service --example mint_tokens
+
+rate() { python3 -c '
+import re, sys
+t = sys.stdin.read()
+m = re.search(r"Requests/sec:\s+([\d.]+)", t)
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+print(m.group(1), bad.group(1) if bad else 0)'; }
+p99() { python3 -c '
+import re, sys
+t = sys.stdin.read()
+m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", t, re.M)
+v, u = float(m.group(1)), m.group(2)
+print(round(v / 1000 if u == "us" else v * 1000 if u == "s" else v, 2))'; }
+
+dir=$(mktemp -d)
+server=
+stop() { [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null; server=; }
+trap 'stop; rm -rf "$dir"' EXIT
+public=127.0.0.1:18380
+internal=127.0.0.1:18381
+base_env=(RUST_LOG=error AUTH__DATA_DIR="$dir/data" AUTH__SERVER__PUBLIC_ADDR="$public"
+  AUTH__SERVER__INTERNAL_ADDR="$internal")
+start() { # start [VAR=value ...]
+  env "${base_env[@]}" "$@" target/release/auth-service serve &
+  server=$!
+  for _ in $(seq 1 100); do curl -sf "http://$internal/healthz" >/dev/null && return; sleep 0.1; done
+  echo "the server did not start" >&2; exit 1
+}
+
+if [[ " $PARTS " == *" verify "* ]]; then
+  echo "== /verify (SQLite, EdDSA, 64 connections, $DURATION each)"
+  start
+  body='{"username":"bench","password":"correct horse battery"}'
+  curl -sf "http://$public/register" -H 'content-type: application/json' -d "$body" >/dev/null
+  token=$(curl -sf "http://$public/login" -H 'content-type: application/json' -d "$body" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  read -r health _ < <(wrk -t2 -c64 -d"$DURATION" "http://$internal/healthz" | rate)
+  read -r same bad < <(wrk -t2 -c64 -d"$DURATION" -H "Authorization: Bearer $token" "http://$internal/verify" | rate)
+  echo "/healthz $health/s; /verify repeated token $same/s ($bad refused) = $(python3 -c "print(round($same/$health, 2))") (goal >= 0.9)"
+  # Enough distinct tokens that none repeats within a run.
+  env "${base_env[@]}" target/release/examples/mint_tokens access 300000 >"$dir/access.txt"
+  read -r cached bad1 < <(TOKENS="$dir/access.txt" wrk -t2 -c64 -d"$DURATION" -s bench/tokens.lua "http://$internal" | rate)
+  stop
+  start AUTH__VERIFY__CACHE_SIZE=0
+  read -r raw bad2 < <(TOKENS="$dir/access.txt" wrk -t2 -c64 -d"$DURATION" -s bench/tokens.lua "http://$internal" | rate)
+  stop
+  echo "/verify new token each call: cache on $cached/s ($bad1 refused), off $raw/s ($bad2 refused) = $(python3 -c "print(round($cached/$raw, 2))") (goal >= 0.8)"
+fi
+
+if [[ " $PARTS " == *" refresh "* ]]; then
+  name="bench_hot_$$"
+  psql "$PG" -q -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" 2>/dev/null
+  db="${PG%/*}/$name"
+  trap 'stop; rm -rf "$dir"; psql "$PG" -q -c "DROP DATABASE IF EXISTS $name" 2>/dev/null' EXIT
+  for backend in postgres sqlite; do
+    rm -rf "$dir/data" && mkdir -p "$dir/data"
+    if [ "$backend" = postgres ]; then url="$db"; else url="sqlite://$dir/data/auth.db"; fi
+    start DATABASE_URL="$url"
+    env "${base_env[@]}" DATABASE_URL="$url" target/release/examples/mint_tokens refresh 40000 >"$dir/refresh.txt"
+    out=$(MODE=refresh TOKENS="$dir/refresh.txt" wrk -t2 -c16 -d"$DURATION" --latency -s bench/tokens.lua "http://$public")
+    stop
+    read -r refresh bad < <(rate <<<"$out")
+    echo "== POST /refresh on $backend, 16 connections: $refresh/s ($bad refused), p99 $(p99 <<<"$out") ms"
+    if [ "$backend" = postgres ]; then
+      # The rotation's statements, as storage/refresh_tokens.rs and domain/sessions.rs issue
+      # them, as plain prepared transactions on the tokens minted for the service's run
+      # (each UPDATE then finds the token used, as a replay would; the work is the same).
+      psql "$db" -q -c "CREATE TABLE bench_tokens AS SELECT row_number() OVER () AS n, r.jti, r.session_id, s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.used_at IS NULL"
+      count=$(psql "$db" -qtA -c "SELECT count(*) FROM bench_tokens")
+      cat >"$dir/rotate.sql" <<'SQL'
+\set n random(1, :count)
+SELECT jti, session_id AS sid, user_id AS uid FROM bench_tokens WHERE n = :n \gset
+BEGIN;
+UPDATE refresh_tokens SET used_at = 1 WHERE jti = :jti AND used_at IS NULL;
+SELECT jti, session_id, parent_jti, issued_at, expires_at, used_at FROM refresh_tokens WHERE jti = :jti;
+SELECT id, user_id, created_at, last_used_at, expires_at, revoked_at, revoked_reason, user_agent, ip FROM sessions WHERE id = :sid;
+SELECT id, username, email, password_hash, disabled, created_at, updated_at FROM users WHERE id = :uid;
+SELECT role FROM user_roles WHERE user_id = :uid;
+INSERT INTO refresh_tokens (jti, session_id, parent_jti, issued_at, expires_at, used_at) VALUES (gen_random_uuid()::text, :sid, NULL, 1, 2, NULL);
+UPDATE sessions SET last_used_at = 1 WHERE id = :sid;
+INSERT INTO audit_events (at, kind, user_id, session_id, ip, user_agent, detail) VALUES (1, 'token_refreshed', :uid, :sid, NULL, NULL, '{}');
+COMMIT;
+SQL
+      secs="${DURATION%s}"
+      tps=$(pgbench -n -M prepared -c16 -j2 -T"$secs" -D count="$count" -f "$dir/rotate.sql" "$db" 2>&1 |
+        sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+      [ -n "$tps" ] || { echo "pgbench failed" >&2; exit 1; }
+      echo "   pgbench, the same statements, 16 clients: $tps tx/s; /refresh ÷ pgbench = $(python3 -c "print(round($refresh/$tps, 2))") (goal >= 0.5)"
+    fi
+  done
+  psql "$PG" -q -c "DROP DATABASE IF EXISTS $name" 2>/dev/null
+fi
