@@ -16,7 +16,7 @@ use crate::http::metrics::{Listener, count_requests};
 use crate::http::{AppState, configure_internal, configure_public};
 use crate::metrics::Metrics;
 use crate::security::keys::Keys;
-use crate::storage::Database;
+use crate::storage::{Database, claim_single_instance};
 
 /// Why the service could not start; printed with its cause by the command line.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,8 @@ pub struct RunningServer {
     tasks: Vec<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
     /// Tells the revocation-feed thread to end.
     stop_feed: Arc<AtomicBool>,
+    /// SQLite: the lock that keeps a second server off the same file, held while running.
+    _instance_lock: Option<std::fs::File>,
 }
 
 impl RunningServer {
@@ -85,16 +87,17 @@ pub async fn start_with_clock(
     settings: Settings,
     clock: SharedClock,
 ) -> Result<RunningServer, StartError> {
-    let (db, keys) = {
+    let (db, keys, instance_lock) = {
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || {
             let db = Database::connect(&settings)?;
+            let instance_lock = claim_single_instance(&settings)?;
             let applied = db.migrate()?;
             if !applied.is_empty() {
                 log::info!("applied migrations: {}", applied.join(", "));
             }
             let keys = Keys::load(&settings)?;
-            Ok::<_, StartError>((db, keys))
+            Ok::<_, StartError>((db, keys, instance_lock))
         })
         .await??
     };
@@ -219,6 +222,7 @@ pub async fn start_with_clock(
         handles,
         tasks,
         stop_feed,
+        _instance_lock: instance_lock,
     })
 }
 

@@ -236,6 +236,38 @@ fn create_private_file(path: &Path) -> Result<(), StorageError> {
     }
 }
 
+/// SQLite serves one instance: a server holds an exclusive lock on `<database>.serve-lock`
+/// for as long as it runs, and a second server on the same file refuses to start (two would
+/// each keep their own revocation index and limits, and miss each other's revocations).
+/// Commands (`user`, `prune`, `migrate`) take no lock and may run beside a server. `None`
+/// on PostgreSQL and for `sqlite::memory:`.
+pub fn claim_single_instance(settings: &Settings) -> Result<Option<std::fs::File>, StorageError> {
+    let DatabaseUrl::SqliteFile(path) = settings.database_url() else {
+        return Ok(None);
+    };
+    let mut lock_path = path.clone().into_os_string();
+    lock_path.push(".serve-lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StorageError::Setup(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Setup(format!(
+            "another auth-service is already serving {}; SQLite serves one instance (use \
+             PostgreSQL to run several replicas)",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::Setup(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
 /// One connection with no pool behind it, for short-lived commands: a pool keeps background
 /// threads that may still be inside the database driver when the process exits.
 pub fn open_connection(settings: &Settings) -> Result<DbConn, StorageError> {

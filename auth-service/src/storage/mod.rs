@@ -23,7 +23,7 @@ use std::time::Duration;
 use diesel::r2d2::{self, ManageConnection, R2D2Connection};
 use tokio::sync::Semaphore;
 
-pub use connection::{DbConn, open_connection, run_migrations};
+pub use connection::{DbConn, claim_single_instance, open_connection, run_migrations};
 pub use error::StorageError;
 
 use crate::config::{DatabaseUrl, Settings};

@@ -198,6 +198,52 @@ fn user_create_without_a_password_says_so() {
 }
 
 #[test]
+fn a_second_server_on_one_sqlite_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = || {
+        let (public, internal) = (free_port(), free_port());
+        command(dir.path())
+            .env("AUTH__SERVER__PUBLIC_ADDR", format!("127.0.0.1:{public}"))
+            .env(
+                "AUTH__SERVER__INTERNAL_ADDR",
+                format!("127.0.0.1:{internal}"),
+            )
+            .env("AUTH__PASSWORD__MEMORY_KIB", "256")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = serve();
+    // Until the first one is up (its data directory and lock exist).
+    for _ in 0..100 {
+        if dir.path().join("data/auth.db.serve-lock").exists()
+            && dir.path().join("data/keys").exists()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let second = serve().wait_with_output().unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("another auth-service is already serving"),
+        "{err}"
+    );
+    // Commands still run beside a server.
+    let out = command(dir.path()).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn help_for_every_command() {
     let dir = tempfile::tempdir().unwrap();
     for args in [

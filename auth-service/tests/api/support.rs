@@ -102,8 +102,11 @@ impl TestApp {
             data_dir,
             mut env,
             clock,
+            server,
             ..
         } = self;
+        // Releases the SQLite instance lock before the next server takes it.
+        drop(server);
         for (k, v) in overrides {
             env.insert(k.to_string(), v.to_string());
         }
