@@ -59,10 +59,10 @@ fn verified(verified: &Verified) -> HttpResponse {
     let answer = verified.answer.get_or_init(|| render(&verified.claims));
     let mut response = HttpResponse::Ok()
         .content_type("application/json")
-        .body(web::Bytes::from_owner(answer.body.clone()));
+        .body(answer.body.clone());
     let headers = response.headers_mut();
     for (name, value) in &answer.headers {
-        if let Ok(v) = HeaderValue::from_str(value) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(value.clone()) {
             headers.insert(header::HeaderName::from_static(name), v);
         }
     }
@@ -74,9 +74,9 @@ fn render(claims: &AccessClaims) -> Answer {
     Answer {
         body: body.into(),
         headers: vec![
-            ("x-auth-user-id", claims.sub.to_string()),
-            ("x-auth-user", claims.username.clone()),
-            ("x-auth-roles", claims.roles.join(",")),
+            ("x-auth-user-id", claims.sub.to_string().into()),
+            ("x-auth-user", claims.username.clone().into()),
+            ("x-auth-roles", claims.roles.join(",").into()),
         ],
     }
 }

@@ -20,10 +20,11 @@ pub struct Verified {
     pub answer: OnceLock<Answer>,
 }
 
-/// An answer about a verified token, as bytes and header texts.
+/// An answer about a verified token: the body and header values as shared bytes, so each
+/// use is a reference count, not a copy.
 pub struct Answer {
-    pub body: Arc<[u8]>,
-    pub headers: Vec<(&'static str, String)>,
+    pub body: bytes::Bytes,
+    pub headers: Vec<(&'static str, bytes::Bytes)>,
 }
 
 impl Verified {
