@@ -66,6 +66,15 @@ if ! pg_up; then
   exit 1
 fi
 
+step "interoperability: Node's jose (npm) into ${INTEROP_NODE_DIR:=$PWD/target/interop}"
+# The interop tests (auth-service/tests/system/interop.rs) verify tokens with unmodified
+# client libraries of other ecosystems.
+export INTEROP_NODE_DIR
+if [ ! -d "$INTEROP_NODE_DIR/node_modules/jose" ]; then
+  mkdir -p "$INTEROP_NODE_DIR"
+  npm install --prefix "$INTEROP_NODE_DIR" --no-audit --no-fund --silent jose@6.2.18
+fi
+
 if [ "$#" -eq 0 ]; then
   step "docker-compose.yml: docker-compose config and the compose-spec schema"
   # No Docker engine runs here, so the compose file is checked by two real validators, each

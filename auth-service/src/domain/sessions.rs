@@ -473,6 +473,11 @@ impl Sessions {
         Ok(claims)
     }
 
+    /// The public keys that verify access tokens, for `/.well-known/jwks.json`.
+    pub fn published_keys(&self) -> crate::security::keys::JwkSet {
+        self.tokens.jwks()
+    }
+
     /// Tokens in the cache of verified tokens.
     pub fn verified_cached(&self) -> usize {
         self.verified.len()

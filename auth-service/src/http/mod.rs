@@ -12,6 +12,7 @@ pub mod health;
 pub mod metrics;
 pub mod routes;
 pub mod verify;
+pub mod wellknown;
 pub mod wire;
 
 use actix_web::web;

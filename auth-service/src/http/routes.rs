@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, ResponseError, web};
 use crate::http::error::ApiError;
 use crate::http::extract::{json_config, path_config, query_config};
 use crate::http::verify::verify_json_config;
-use crate::http::{account, admin, auth, health, metrics, verify};
+use crate::http::{account, admin, auth, health, metrics, verify, wellknown};
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
@@ -63,6 +63,7 @@ pub fn configure_public(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(admin::end_sessions)),
         )
         .service(resource("/admin/audit", "GET").route(web::get().to(admin::audit)))
+        .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(wellknown::jwks)))
         .service(health_routes())
         .default_service(web::to(not_found));
 }

@@ -28,6 +28,9 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub struct VerifyingKey {
     pub algorithm: Algorithm,
     pub key: DecodingKey,
+    /// The public key's bytes, for publishing (Ed25519: 32 bytes; P-256: the uncompressed
+    /// SEC1 point). `None` for an HMAC secret, which is never published.
+    pub public: Option<Vec<u8>>,
 }
 
 /// The active key for new tokens.
@@ -49,7 +52,60 @@ impl KeySet {
     pub fn verifying_key(&self, kid: &str) -> Option<&VerifyingKey> {
         self.verifying.get(kid)
     }
+
+    /// The public keys as a JSON Web Key Set (RFC 7517), by `kid`, in `kid` order: every key
+    /// that verifies tokens, the active one and those being retired. HMAC secrets are never
+    /// published, so an HS256 set is empty.
+    pub fn jwks(&self) -> JwkSet {
+        use jsonwebtoken::jwk::{
+            AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
+            EllipticCurveKeyType, Jwk, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
+            PublicKeyUse,
+        };
+        let mut kids: Vec<&String> = self.verifying.keys().collect();
+        kids.sort();
+        let keys = kids
+            .into_iter()
+            .filter_map(|kid| {
+                let key = &self.verifying[kid];
+                let public = key.public.as_deref()?;
+                let (algorithm, key_algorithm) = match key.algorithm {
+                    Algorithm::EdDSA => (
+                        AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                            key_type: OctetKeyPairType::OctetKeyPair,
+                            curve: EllipticCurve::Ed25519,
+                            x: URL_SAFE_NO_PAD.encode(public),
+                        }),
+                        KeyAlgorithm::EdDSA,
+                    ),
+                    // The uncompressed point: 0x04, then x and y (32 bytes each).
+                    Algorithm::ES256 if public.len() == 65 => (
+                        AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
+                            key_type: EllipticCurveKeyType::EC,
+                            curve: EllipticCurve::P256,
+                            x: URL_SAFE_NO_PAD.encode(&public[1..33]),
+                            y: URL_SAFE_NO_PAD.encode(&public[33..65]),
+                        }),
+                        KeyAlgorithm::ES256,
+                    ),
+                    _ => return None,
+                };
+                Some(Jwk {
+                    common: CommonParameters {
+                        public_key_use: Some(PublicKeyUse::Signature),
+                        key_id: Some(kid.clone()),
+                        key_algorithm: Some(key_algorithm),
+                        ..CommonParameters::default()
+                    },
+                    algorithm,
+                })
+            })
+            .collect();
+        JwkSet { keys }
+    }
 }
+
+pub use jsonwebtoken::jwk::JwkSet;
 
 /// Access-token keys (publishable public halves) and the refresh-token key (secret, local).
 #[derive(Clone)]
@@ -95,6 +151,7 @@ fn parse_private(
             let verifying = VerifyingKey {
                 algorithm: Algorithm::EdDSA,
                 key: DecodingKey::from_ed_der(&public),
+                public: Some(public.clone()),
             };
             Ok((encoding, verifying, public))
         }
@@ -112,6 +169,7 @@ fn parse_private(
             let verifying = VerifyingKey {
                 algorithm: Algorithm::ES256,
                 key: DecodingKey::from_ec_der(&public),
+                public: Some(public.clone()),
             };
             Ok((encoding, verifying, public))
         }
@@ -125,6 +183,7 @@ fn parse_private(
             let verifying = VerifyingKey {
                 algorithm: Algorithm::HS256,
                 key: DecodingKey::from_secret(secret),
+                public: None,
             };
             Ok((
                 EncodingKey::from_secret(secret),
@@ -155,6 +214,7 @@ fn parse_public(
             Ok(VerifyingKey {
                 algorithm: Algorithm::EdDSA,
                 key: DecodingKey::from_ed_der(&vk.to_bytes()),
+                public: Some(vk.to_bytes().to_vec()),
             })
         }
         SigningAlgorithm::ES256 => {
@@ -164,6 +224,7 @@ fn parse_public(
             Ok(VerifyingKey {
                 algorithm: Algorithm::ES256,
                 key: DecodingKey::from_ec_der(point.as_bytes()),
+                public: Some(point.as_bytes().to_vec()),
             })
         }
         SigningAlgorithm::HS256 => parse_private(setting, alg, material).map(|(_, v, _)| v),

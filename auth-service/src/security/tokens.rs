@@ -248,6 +248,11 @@ impl Tokens {
         self.access_ttl
     }
 
+    /// The public keys that verify access tokens (see [`KeySet::jwks`]).
+    pub fn jwks(&self) -> crate::security::keys::JwkSet {
+        self.access.set.jwks()
+    }
+
     /// Signs a new access token, valid from `now` for `access_ttl`.
     pub fn issue_access(&self, grant: AccessGrant<'_>, now: i64) -> Result<String, SigningError> {
         self.access.sign(&AccessClaims {

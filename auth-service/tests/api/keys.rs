@@ -74,3 +74,86 @@ both_backends! {
         }
     }
 }
+
+both_backends! {
+    async fn jwks_publishes_the_keys_that_verify_tokens(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        let (at, _) = app.signed_in("alice").await;
+        let r = app.send(app.client.get(format!("{}/.well-known/jwks.json", app.public))).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("cache-control"), Some("public, max-age=300"));
+        let keys = r.body["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 1, "{}", r.body);
+        let jwk = &keys[0];
+        assert_eq!((jwk["kty"].as_str(), jwk["crv"].as_str(), jwk["alg"].as_str(), jwk["use"].as_str()), (Some("OKP"), Some("Ed25519"), Some("EdDSA"), Some("sig")));
+        assert_eq!(jwk["kid"], header(&at)["kid"]);
+        assert!(jwk.get("d").is_none(), "a private part was published: {jwk}");
+        // An access token verifies with the published key alone.
+        let parsed: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&parsed).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        validation.set_audience(&["resource-servers"]);
+        validation.set_issuer(&["auth-service"]);
+        validation.validate_exp = false; // the test clock, not the system's, issued it
+        let claims = jsonwebtoken::decode::<serde_json::Value>(&at, &key, &validation).unwrap().claims;
+        assert_eq!(claims["sub"], sub_of(&at).as_str());
+    }
+}
+
+#[actix_web::test]
+async fn jwks_of_es256_includes_retired_keys_and_of_hs256_is_empty() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("AUTH__KEYS__ALGORITHM", "ES256")]).await;
+    let (old_at, _) = app.signed_in("alice").await;
+    let old_kid = header(&old_at)["kid"].as_str().unwrap().to_string();
+    // Rotate: a new signing key, the old one kept for verification.
+    let old_key_file = app.data_dir.path().join("keys/access-es256.pem");
+    let config = app.data_dir.path().join("rotation.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[keys.verification_keys]]\nkid = \"{old_kid}\"\nalgorithm = \"ES256\"\nkey_file = \"{}\"\n",
+            old_key_file.display()
+        ),
+    )
+    .unwrap();
+    let new_key =
+        auth_service::security::keys::generate(auth_service::config::SigningAlgorithm::ES256)
+            .unwrap();
+    let new_key = secrecy::ExposeSecret::expose_secret(&new_key).to_string();
+    let config = config.display().to_string();
+    let app = app
+        .restart_with(&[
+            ("AUTH__KEYS__SIGNING_KEY", new_key.as_str()),
+            ("TEST_CONFIG_FILE", config.as_str()),
+        ])
+        .await;
+    let r = app
+        .send(
+            app.client
+                .get(format!("{}/.well-known/jwks.json", app.public)),
+        )
+        .await;
+    let kids: Vec<&str> = r.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 2, "{}", r.body);
+    assert!(kids.contains(&old_kid.as_str()));
+    for k in r.body["keys"].as_array().unwrap() {
+        assert_eq!(
+            (k["kty"].as_str(), k["crv"].as_str()),
+            (Some("EC"), Some("P-256"))
+        );
+        assert!(k["x"].is_string() && k["y"].is_string());
+    }
+    let hs = TestApp::spawn_with(Backend::Sqlite, &[("AUTH__KEYS__ALGORITHM", "HS256")]).await;
+    let r = hs
+        .send(
+            hs.client
+                .get(format!("{}/.well-known/jwks.json", hs.public)),
+        )
+        .await;
+    assert_eq!(r.body, serde_json::json!({"keys": []}));
+}

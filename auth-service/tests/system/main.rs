@@ -6,4 +6,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod faults;
+mod interop;
 mod support;

@@ -52,6 +52,7 @@ fn key_set(alg: SigningAlgorithm, kid: &str) -> (KeySet, String) {
                 VerifyingKey {
                     algorithm,
                     key: dec,
+                    public: None,
                 },
             )]),
         },

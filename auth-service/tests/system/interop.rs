@@ -1,0 +1,75 @@
+//! Interoperability with client libraries of other ecosystems, unmodified: Node's `jose`
+//! verifies access tokens with the keys from `/.well-known/jwks.json`. `tools/test.sh`
+//! installs the library (npm) into `INTEROP_NODE_DIR` (default `target/interop`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn node_dir() -> PathBuf {
+    std::env::var_os("INTEROP_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| testkit::workspace_root().join("target/interop"))
+}
+
+/// Runs the jose script on `token`; its one line of JSON.
+fn jose_verify(jwks_url: &str, token: &str, issuer: &str, audience: &str) -> Value {
+    let dir = node_dir();
+    assert!(
+        dir.join("node_modules/jose").is_dir(),
+        "the jose library is missing from {}: run tools/test.sh, which installs it with npm",
+        dir.display()
+    );
+    // ESM resolves `jose` from the script's own directory.
+    let script = dir.join("jose_verify.mjs");
+    std::fs::copy(
+        testkit::workspace_root().join("auth-service/tests/interop/jose_verify.mjs"),
+        &script,
+    )
+    .unwrap();
+    let out = Command::new("node")
+        .arg(&script)
+        .args([jwks_url, token, issuer, audience])
+        .output()
+        .expect("node (Node.js 20) on PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)))
+}
+
+both_backends! {
+    async fn node_jose_verifies_access_tokens_with_the_published_keys(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(b, dir.path());
+        let auth = Auth::start(dir.path(), &db.url, &[]).await;
+        assert_eq!(auth.register("alice").await.status, 201);
+        let r = auth.login("alice").await;
+        let (at, rt) = (r.str("access_token"), r.str("refresh_token"));
+        let jwks = format!("{}/.well-known/jwks.json", auth.public);
+
+        let good = jose_verify(&jwks, &at, "auth-service", "resource-servers");
+        assert_eq!(good["ok"], true, "{good}");
+        assert_eq!(good["sub"], testkit::sub_of(&at).as_str());
+        // Another audience, another issuer, a refresh token, a changed byte: all refused.
+        for (token, issuer, audience) in [
+            (at.as_str(), "auth-service", "someone-else"),
+            (at.as_str(), "another-issuer", "resource-servers"),
+            (rt.as_str(), "auth-service", "resource-servers"),
+        ] {
+            let refused = jose_verify(&jwks, token, issuer, audience);
+            assert_eq!(refused["ok"], false, "{refused}");
+        }
+        let mut tampered = at.clone().into_bytes();
+        let i = tampered.len() - 3;
+        tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+        let refused = jose_verify(&jwks, &String::from_utf8(tampered).unwrap(), "auth-service", "resource-servers");
+        assert_eq!(refused["ok"], false, "{refused}");
+    }
+}
