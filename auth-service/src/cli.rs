@@ -43,6 +43,35 @@ enum Command {
     User(UserCommand),
     /// Delete old audit rows, expired refresh tokens and dead sessions, then exit.
     Prune,
+    /// Manage registered OAuth clients (resource servers, machine clients).
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client. Its secret is read from standard input (one line, at least 32
+    /// characters); with none given (empty input, or a terminal) one is generated and
+    /// printed once. Only a keyed hash of it is stored.
+    Create {
+        #[arg(long)]
+        client_id: String,
+        /// May call /oauth/introspect.
+        #[arg(long)]
+        introspect: bool,
+        /// May use the client-credentials grant.
+        #[arg(long)]
+        client_credentials: bool,
+        /// May use the password grant (RFC 9700 advises against it).
+        #[arg(long)]
+        password_grant: bool,
+    },
+    /// List the registered clients and what each may do.
+    List,
+    /// Remove a client; running servers refuse it within seconds.
+    Delete { client_id: String },
+    /// Give a client a new secret (from standard input, or generated and printed).
+    RotateSecret { client_id: String },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +130,7 @@ pub fn main() -> ExitCode {
         },
         Command::User(cmd) => user(&settings, cmd),
         Command::Prune => prune(&settings),
+        Command::Client(cmd) => client(&settings, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -225,6 +255,112 @@ fn user(settings: &Settings, cmd: UserCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn client(settings: &Settings, cmd: ClientCommand) -> Result<(), String> {
+    use crate::domain::clients::{self, Permissions};
+    let secrets = || {
+        Keys::load(settings)
+            .map(|k| k.client_secrets)
+            .map_err(|e| describe(&e))
+    };
+    let show = |generated: Option<SecretString>| {
+        if let Some(secret) = generated {
+            println!(
+                "secret (shown once): {}",
+                secrecy::ExposeSecret::expose_secret(&secret)
+            );
+        }
+    };
+    match cmd {
+        ClientCommand::Create {
+            client_id,
+            introspect,
+            client_credentials,
+            password_grant,
+        } => {
+            let given = read_client_secret()?;
+            let secrets = secrets()?;
+            let mut conn = connect(settings)?;
+            let permissions = Permissions {
+                introspect,
+                client_credentials,
+                password: password_grant,
+            };
+            let (client, generated) = clients::create_client(
+                &mut conn,
+                &secrets,
+                &client_id,
+                given,
+                permissions,
+                SystemClock.now(),
+            )
+            .map_err(|e| describe(&e))?;
+            println!("created client {}", describe_client(&client));
+            show(generated);
+        }
+        ClientCommand::List => {
+            let mut conn = connect(settings)?;
+            for client in clients::list_clients(&mut conn).map_err(|e| describe(&e))? {
+                println!("{}", describe_client(&client));
+            }
+        }
+        ClientCommand::Delete { client_id } => {
+            let mut conn = connect(settings)?;
+            clients::delete_client(&mut conn, &client_id).map_err(|e| describe(&e))?;
+            println!("deleted client {client_id}");
+        }
+        ClientCommand::RotateSecret { client_id } => {
+            let given = read_client_secret()?;
+            let secrets = secrets()?;
+            let mut conn = connect(settings)?;
+            let generated = clients::rotate_client_secret(
+                &mut conn,
+                &secrets,
+                &client_id,
+                given,
+                SystemClock.now(),
+            )
+            .map_err(|e| describe(&e))?;
+            println!("client {client_id} has a new secret");
+            show(generated);
+        }
+    }
+    Ok(())
+}
+
+fn describe_client(c: &crate::domain::clients::Client) -> String {
+    let mut may = Vec::new();
+    if c.can_introspect {
+        may.push("introspect");
+    }
+    if c.can_client_credentials {
+        may.push("client_credentials");
+    }
+    if c.can_password {
+        may.push("password grant");
+    }
+    let may = if may.is_empty() {
+        "refresh and revoke only".to_string()
+    } else {
+        may.join(", ")
+    };
+    format!("{} (may: {may})", c.client_id)
+}
+
+/// A client secret from standard input, or `None` (generate one) when stdin is a terminal
+/// or empty.
+fn read_client_secret() -> Result<Option<SecretString>, String> {
+    if std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the secret from standard input: {e}"))?;
+    let secret = line.trim_end_matches(['\n', '\r']);
+    Ok((!secret.is_empty()).then(|| SecretString::from(secret.to_string())))
 }
 
 /// Reads a password: prompted twice without echo on a terminal, else one line of stdin.

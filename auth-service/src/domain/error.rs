@@ -37,6 +37,12 @@ pub enum Error {
     SessionRevoked,
     #[error("forbidden")]
     Forbidden,
+    /// A client's id or secret is wrong (the same for both).
+    #[error("client authentication failed")]
+    InvalidClient,
+    /// An authenticated client asked for something it is not allowed to do.
+    #[error("this client is not allowed to do that")]
+    UnauthorizedClient,
     #[error("this change would leave no enabled administrator")]
     LastAdmin,
     /// Too many attempts (failed logins, registrations); retry after this many seconds.

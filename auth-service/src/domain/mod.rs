@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod clients;
 pub mod clock;
 mod error;
 pub(crate) mod limits;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 pub use accounts::Accounts;
 pub use admin::Admin;
+pub use clients::Clients;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::Error;
 pub use maintenance::Maintenance;
@@ -41,6 +43,7 @@ use limits::{Limiter, Limits};
 /// Every operation of the service, built once at start-up.
 pub struct Services {
     pub sessions: Sessions,
+    pub clients: Clients,
     pub accounts: Accounts,
     pub admin: Admin,
     pub maintenance: Maintenance,
@@ -82,8 +85,10 @@ impl Services {
                 max_wait: settings.login.max_wait.get(),
             })
         });
+        let client_secrets = keys.client_secrets.clone();
         let tokens = Arc::new(Tokens::new(keys, &settings.tokens));
         Ok(Services {
+            clients: Clients::new(ctx.clone(), client_secrets),
             sessions: Sessions::new(
                 ctx.clone(),
                 passwords.clone(),

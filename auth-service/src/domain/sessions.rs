@@ -12,7 +12,9 @@ use crate::domain::{Context, Error};
 use crate::metrics::Metrics;
 use crate::model::{ClientInfo, SessionId, TokenId, UserId};
 use crate::security::passwords::{MAX_PASSWORD_CHARS, Passwords};
-use crate::security::tokens::{AccessGrant, Expiry, RefreshGrant, TokenError, Tokens};
+use crate::security::tokens::{
+    AccessGrant, Expiry, RefreshClaims, RefreshGrant, TokenError, Tokens,
+};
 use crate::security::verify_cache::{self, VerifiedTokens};
 use crate::storage::refresh_tokens::{self, RefreshTokenRecord, Rotation, RotationRequest};
 use crate::storage::sessions::{self as session_table, NewSession, RevokeReason};
@@ -20,6 +22,16 @@ use crate::storage::users::{self, UserRecord};
 
 pub use crate::security::tokens::AccessClaims;
 pub use crate::security::verify_cache::{Answer, Verified};
+
+/// What introspection found (RFC 7662).
+#[derive(Debug)]
+pub enum Introspection {
+    /// A good access token (the same answer `/verify` gives).
+    Access(Arc<Verified>),
+    /// A refresh token that would rotate now: genuine, unexpired, unused, its session live.
+    Refresh(RefreshClaims),
+    Inactive,
+}
 
 /// A fresh token pair. `Debug` shows no token.
 pub struct IssuedTokens {
@@ -471,6 +483,89 @@ impl Sessions {
             return Err(Error::TokenRevoked);
         }
         Ok(claims)
+    }
+
+    /// Whether `token` is active (RFC 7662). An access token is answered from memory, as
+    /// `/verify` answers; a refresh token also needs its row (unused) and session (live).
+    pub async fn introspect(
+        &self,
+        token: &str,
+        hint: Option<&str>,
+    ) -> Result<Introspection, Error> {
+        let now = self.ctx.now();
+        let as_refresh = |s: &Self| s.tokens.check_refresh(token, Expiry::Enforce, now).ok();
+        let refresh = if hint == Some("refresh_token") {
+            as_refresh(self)
+        } else {
+            None
+        };
+        let refresh = match refresh {
+            Some(r) => Some(r),
+            None => match self.verify(token) {
+                Ok(verified) => return Ok(Introspection::Access(verified)),
+                Err(Error::Unavailable(e)) => return Err(Error::Unavailable(e)),
+                Err(_) => as_refresh(self),
+            },
+        };
+        let Some(claims) = refresh else {
+            return Ok(Introspection::Inactive);
+        };
+        if self.ctx.revoked.is_revoked(&claims.sid) {
+            return Ok(Introspection::Inactive);
+        }
+        let (jti, sid, sub) = (claims.jti, claims.sid, claims.sub);
+        let live = self
+            .ctx
+            .db
+            .run(move |conn| refresh_tokens::is_live(conn, &jti, &sid, &sub, now))
+            .await?;
+        Ok(if live {
+            Introspection::Refresh(claims)
+        } else {
+            Introspection::Inactive
+        })
+    }
+
+    /// Ends the session of a refresh or access token (RFC 7009). Anything else, an unknown
+    /// or forged token included, is no error: the answer is the same.
+    pub async fn revoke_token(&self, token: &str, client: ClientInfo) -> Result<(), Error> {
+        let now = self.ctx.now();
+        if self
+            .tokens
+            .check_refresh(token, Expiry::Ignore, now)
+            .is_ok()
+        {
+            return self.logout(token, client).await;
+        }
+        let Ok(claims) = self.tokens.check_access(token, Expiry::Ignore, now) else {
+            return Ok(());
+        };
+        let (sid, sub) = (claims.sid, claims.sub);
+        let revoked_at = self
+            .ctx
+            .db
+            .write(move |conn| {
+                conn.write_transaction(|conn| {
+                    let live = session_table::find(conn, &sid)?
+                        .is_some_and(|s| s.revoked_at.is_none() && s.user_id == sub);
+                    if !live {
+                        return Ok::<_, Error>(None);
+                    }
+                    let at = session_table::revoke(conn, &sid, RevokeReason::Logout, now)?;
+                    AuditEvent::new(AuditKind::LoggedOut, &client)
+                        .user(sub)
+                        .session(sid)
+                        .detail(serde_json::json!({"via": "revocation endpoint"}))
+                        .record(conn, now)?;
+                    Ok(at)
+                })
+            })
+            .await?;
+        if let Some(at) = revoked_at {
+            self.ctx.record_revocations([&sid], at);
+            log::info!("session revoked by its access token: user_id={sub} sid={sid}");
+        }
+        Ok(())
     }
 
     /// The public keys that verify access tokens, for `/.well-known/jwks.json`.

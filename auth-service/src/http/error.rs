@@ -71,6 +71,8 @@ fn status_and_code(e: &ApiError) -> (StatusCode, &'static str) {
             Error::TokenReused => (S::UNAUTHORIZED, "token_reused"),
             Error::SessionRevoked => (S::UNAUTHORIZED, "session_revoked"),
             Error::Forbidden => (S::FORBIDDEN, "forbidden"),
+            Error::InvalidClient => (S::UNAUTHORIZED, "invalid_client"),
+            Error::UnauthorizedClient => (S::FORBIDDEN, "unauthorized_client"),
             Error::TooManyAttempts { .. } => (S::TOO_MANY_REQUESTS, "too_many_attempts"),
             Error::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded"),
             Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "service_unavailable"),
@@ -143,6 +145,13 @@ impl ApiError {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(header::WWW_AUTHENTICATE, v);
             }
+        }
+        if let ApiError::Domain(Error::InvalidClient) = self {
+            // RFC 6749 2.3.1: clients authenticate with HTTP Basic.
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"auth-service\", charset=\"UTF-8\""),
+            );
         }
         match self {
             ApiError::Domain(Error::Unavailable(_)) => {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod metrics;
+pub mod oauth;
 pub mod routes;
 pub mod verify;
 pub mod wellknown;

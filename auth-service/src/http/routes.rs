@@ -8,8 +8,9 @@ use actix_web::{HttpResponse, ResponseError, web};
 
 use crate::http::error::ApiError;
 use crate::http::extract::{json_config, path_config, query_config};
+use crate::http::oauth::form_config;
 use crate::http::verify::verify_json_config;
-use crate::http::{account, admin, auth, health, metrics, verify, wellknown};
+use crate::http::{account, admin, auth, health, metrics, oauth, verify, wellknown};
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
@@ -64,6 +65,16 @@ pub fn configure_public(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/admin/audit", "GET").route(web::get().to(admin::audit)))
         .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(wellknown::jwks)))
+        .service(
+            resource("/oauth/token", "POST")
+                .app_data(form_config())
+                .route(web::post().to(oauth::token)),
+        )
+        .service(
+            resource("/oauth/revoke", "POST")
+                .app_data(form_config())
+                .route(web::post().to(oauth::revoke)),
+        )
         .service(health_routes())
         .default_service(web::to(not_found));
 }
@@ -78,6 +89,11 @@ pub fn configure_internal(cfg: &mut web::ServiceConfig) {
                 .app_data(verify_json_config())
                 .route(web::get().to(verify::verify_get))
                 .route(web::post().to(verify::verify_post)),
+        )
+        .service(
+            resource("/oauth/introspect", "POST")
+                .app_data(form_config())
+                .route(web::post().to(oauth::introspect)),
         )
         .service(resource("/metrics", "GET").route(web::get().to(metrics::metrics)))
         .service(health_routes())

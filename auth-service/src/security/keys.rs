@@ -112,6 +112,8 @@ pub use jsonwebtoken::jwk::JwkSet;
 pub struct Keys {
     pub access: KeySet,
     pub refresh: KeySet,
+    /// Hashes client secrets (keyed from the refresh secret).
+    pub client_secrets: crate::security::client_secrets::ClientSecrets,
 }
 
 fn jwt_algorithm(alg: SigningAlgorithm) -> Algorithm {
@@ -451,6 +453,9 @@ impl Keys {
         };
         let (encoding, verifying, public) =
             parse_private(setting, SigningAlgorithm::HS256, &material)?;
+        let client_secrets = crate::security::client_secrets::ClientSecrets::new(
+            material.expose_secret().as_bytes(),
+        );
         let kid = format!("r-{}", derive_kid(SigningAlgorithm::HS256, &public));
         let refresh = KeySet {
             signing: SigningKey {
@@ -460,7 +465,11 @@ impl Keys {
             },
             verifying: HashMap::from([(kid, verifying)]),
         };
-        Ok(Keys { access, refresh })
+        Ok(Keys {
+            access,
+            refresh,
+            client_secrets,
+        })
     }
 }
 

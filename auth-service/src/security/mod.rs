@@ -3,6 +3,7 @@
 //! in-memory index of revoked sessions, and the cache of verified access tokens. The domain composes these; each takes the time
 //! as an argument where time matters.
 
+pub mod client_secrets;
 pub mod keys;
 pub mod passwords;
 pub mod revocation;

@@ -27,6 +27,14 @@ pub struct Answer {
     pub headers: Vec<(&'static str, bytes::Bytes)>,
 }
 
+impl std::fmt::Debug for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verified")
+            .field("claims", &self.claims)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Verified {
     pub fn new(claims: AccessClaims) -> Arc<Verified> {
         Arc::new(Verified {

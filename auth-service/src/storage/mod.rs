@@ -4,6 +4,7 @@
 //! [`StorageError`], and outcomes (a taken name, a reused token) as plain values.
 
 pub mod audit;
+pub mod clients;
 pub mod connection;
 mod error;
 pub mod prune;

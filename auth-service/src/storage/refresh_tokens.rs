@@ -88,6 +88,29 @@ fn child_of(conn: &mut DbConn, jti: &TokenId) -> Result<Option<RefreshTokenRecor
         .transpose()
 }
 
+/// Whether a refresh token would rotate now: its row exists in that session, unused and
+/// unexpired, and the session is live for that user.
+pub fn is_live(
+    conn: &mut DbConn,
+    jti: &TokenId,
+    sid: &SessionId,
+    user_id: &UserId,
+    now: i64,
+) -> Result<bool, StorageError> {
+    let Some(token) = find(conn, jti)? else {
+        return Ok(false);
+    };
+    let Some(session) = sessions::find(conn, sid)? else {
+        return Ok(false);
+    };
+    Ok(token.session_id == *sid
+        && token.used_at.is_none()
+        && token.expires_at >= now
+        && session.user_id == *user_id
+        && session.revoked_at.is_none()
+        && session.expires_at.is_none_or(|at| at > now))
+}
+
 /// What presenting a refresh token led to.
 #[derive(Debug)]
 pub enum Rotation {

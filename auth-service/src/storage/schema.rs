@@ -64,6 +64,7 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(
+    clients,
     users,
     user_roles,
     sessions,
@@ -76,5 +77,17 @@ diesel::table! {
         id -> Integer,
         checked_at -> BigInt,
         ballast -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
+    clients (client_id) {
+        client_id -> Text,
+        secret_hash -> Text,
+        can_introspect -> Bool,
+        can_client_credentials -> Bool,
+        can_password -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
     }
 }

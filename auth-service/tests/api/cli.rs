@@ -418,3 +418,81 @@ both_backends! {
         assert!(String::from_utf8_lossy(&out.stdout).contains("pruned 0 audit event(s), 0 refresh token(s), 0 session(s)"));
     }
 }
+
+#[test]
+fn client_commands_register_list_rotate_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str], stdin: &str| {
+        run_with_stdin(
+            {
+                let mut c = command(dir.path());
+                c.args(args);
+                c
+            },
+            stdin,
+        )
+    };
+    let out = cli(
+        &[
+            "client",
+            "create",
+            "--client-id",
+            "posts-api",
+            "--introspect",
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("posts-api (may: introspect)"), "{text}");
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("secret (shown once): "))
+        .unwrap()
+        .to_string();
+    assert_eq!(secret.len(), 43);
+    // A given secret must be long; a taken id is refused.
+    let out = cli(&["client", "create", "--client-id", "short"], "too-short\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"));
+    let out = cli(&["client", "create", "--client-id", "posts-api"], "");
+    assert!(!out.status.success());
+    let long = "a".repeat(40);
+    let out = cli(
+        &[
+            "client",
+            "create",
+            "--client-id",
+            "legacy",
+            "--password-grant",
+        ],
+        &format!("{long}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("secret (shown once)"),
+        "a given secret is not echoed"
+    );
+    let listed = String::from_utf8_lossy(&cli(&["client", "list"], "").stdout).to_string();
+    assert!(
+        listed.contains("legacy (may: password grant)") && listed.contains("posts-api"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&secret) && !listed.contains(&long));
+    let out = cli(&["client", "rotate-secret", "posts-api"], "");
+    let rotated = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        rotated.contains("secret (shown once)") && !rotated.contains(&secret),
+        "{rotated}"
+    );
+    assert!(cli(&["client", "delete", "posts-api"], "").status.success());
+    assert!(!cli(&["client", "delete", "posts-api"], "").status.success());
+}

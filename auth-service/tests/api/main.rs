@@ -14,6 +14,7 @@ mod keys;
 mod login;
 mod logout;
 mod metrics;
+mod oauth;
 mod openapi;
 mod refresh;
 mod register;

@@ -149,6 +149,39 @@ impl TestApp {
         .await
     }
 
+    /// Registers an OAuth client with a generated secret (what `auth-service client create`
+    /// does); returns the secret.
+    pub async fn create_client(
+        &self,
+        client_id: &str,
+        permissions: auth_service::domain::clients::Permissions,
+    ) -> String {
+        let settings = Settings::load(&Sources {
+            file: self.env.get("TEST_CONFIG_FILE").map(PathBuf::from),
+            env: self.env.clone(),
+        })
+        .expect("settings");
+        let secrets = auth_service::security::keys::Keys::load(&settings)
+            .expect("keys")
+            .client_secrets;
+        let (id, now) = (client_id.to_string(), self.now());
+        let (_, secret) = self
+            .pool
+            .run(move |conn| {
+                auth_service::domain::clients::create_client(
+                    conn,
+                    &secrets,
+                    &id,
+                    None,
+                    permissions,
+                    now,
+                )
+            })
+            .await
+            .expect("client created");
+        secrecy::ExposeSecret::expose_secret(&secret.expect("a generated secret")).to_string()
+    }
+
     /// Moves the service's time forward.
     pub fn advance(&self, secs: u64) {
         self.clock.advance(Duration::from_secs(secs));

@@ -63,7 +63,17 @@ fn key_set(alg: SigningAlgorithm, kid: &str) -> (KeySet, String) {
 fn tokens() -> (Tokens, String) {
     let (access, _) = key_set(SigningAlgorithm::EdDSA, "a1");
     let (refresh, secret) = key_set(SigningAlgorithm::HS256, "r1");
-    (Tokens::new(Keys { access, refresh }, &settings()), secret)
+    (
+        Tokens::new(
+            Keys {
+                access,
+                refresh,
+                client_secrets: crate::security::client_secrets::ClientSecrets::new(b"k"),
+            },
+            &settings(),
+        ),
+        secret,
+    )
 }
 
 /// The tests' fixed "now": tokens are checked against the time they are given.
@@ -279,6 +289,7 @@ fn unknown_kid_wrong_typ_and_missing_claims() {
         Keys {
             access: access.clone(),
             refresh: key_set(SigningAlgorithm::HS256, "r").0,
+            client_secrets: crate::security::client_secrets::ClientSecrets::new(b"k"),
         },
         &settings(),
     );

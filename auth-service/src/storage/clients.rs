@@ -1,0 +1,97 @@
+//! The `clients` table: registered OAuth clients and what each may do.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+use crate::storage::schema::clients;
+use crate::storage::{DbConn, StorageError};
+
+/// A registered client. `Debug` hides the secret's hash.
+#[derive(Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = clients)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub secret_hash: String,
+    pub can_introspect: bool,
+    pub can_client_credentials: bool,
+    pub can_password: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("client_id", &self.client_id)
+            .field("secret_hash", &"<redacted>")
+            .field("can_introspect", &self.can_introspect)
+            .field("can_client_credentials", &self.can_client_credentials)
+            .field("can_password", &self.can_password)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stores a client; `false` if the id is taken.
+pub fn insert(conn: &mut DbConn, client: &ClientRecord) -> Result<bool, StorageError> {
+    let inserted = conn.write_transaction(|conn| {
+        diesel::insert_into(clients::table)
+            .values(client)
+            .execute(conn)
+            .map_err(Taken::Diesel)
+    });
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(Taken::Diesel(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
+            Ok(false)
+        }
+        Err(Taken::Diesel(e)) => Err(e.into()),
+        Err(Taken::Storage(e)) => Err(e),
+    }
+}
+
+enum Taken {
+    Diesel(DieselError),
+    Storage(StorageError),
+}
+
+impl From<StorageError> for Taken {
+    fn from(e: StorageError) -> Self {
+        Taken::Storage(e)
+    }
+}
+
+pub fn find(conn: &mut DbConn, client_id: &str) -> Result<Option<ClientRecord>, StorageError> {
+    Ok(clients::table
+        .find(client_id)
+        .select(ClientRecord::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn list(conn: &mut DbConn) -> Result<Vec<ClientRecord>, StorageError> {
+    Ok(clients::table
+        .order(clients::client_id.asc())
+        .select(ClientRecord::as_select())
+        .load(conn)?)
+}
+
+/// `false` if there is no such client.
+pub fn delete(conn: &mut DbConn, client_id: &str) -> Result<bool, StorageError> {
+    Ok(diesel::delete(clients::table.find(client_id)).execute(conn)? == 1)
+}
+
+/// `false` if there is no such client.
+pub fn set_secret_hash(
+    conn: &mut DbConn,
+    client_id: &str,
+    secret_hash: &str,
+    now: i64,
+) -> Result<bool, StorageError> {
+    Ok(diesel::update(clients::table.find(client_id))
+        .set((
+            clients::secret_hash.eq(secret_hash),
+            clients::updated_at.eq(now),
+        ))
+        .execute(conn)?
+        == 1)
+}

@@ -1,0 +1,157 @@
+//! The OAuth 2.0 endpoints: token (refresh_token and password grants), introspection,
+//! revocation, client authentication, and RFC 6749's error shape.
+
+use auth_service::domain::clients::Permissions;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::*;
+
+fn form(app: &TestApp, base: &str, path: &str, fields: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    app.client.post(format!("{base}{path}")).form(
+        &fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Asserts RFC 6749's error shape with the given status and code.
+#[track_caller]
+fn assert_oauth_error(r: &Reply, status: u16, code: &str) {
+    assert_eq!(r.status.as_u16(), status, "{}", r.body);
+    assert_eq!(r.body["error"], code, "{}", r.body);
+    assert!(r.body["error_description"].is_string(), "{}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+}
+
+both_backends! {
+    async fn refresh_token_grant_rotates_like_refresh(b: Backend) {
+        let app = TestApp::spawn_with(b, &[("AUTH__TOKENS__REUSE_GRACE", "0s")]).await;
+        let (_, rt) = app.signed_in("alice").await;
+        let r = app.send(form(&app, &app.public, "/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &rt)])).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["token_type"], "Bearer");
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert!(r.body["expires_in"].as_i64().unwrap() > 0);
+        let (at, child) = (r.str("access_token"), r.str("refresh_token"));
+        assert_eq!(app.verify(&at).await.status, 200);
+        // A refresh token from the token endpoint works at /refresh, and the reverse.
+        let r = app.refresh(&child).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let grandchild = r.str("refresh_token");
+        // Reuse detection is the same: the old one again revokes the session.
+        let r = app.send(form(&app, &app.public, "/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &rt)])).await;
+        assert_oauth_error(&r, 400, "invalid_grant");
+        app.refresh(&grandchild).await.assert_error(401, "session_revoked");
+        assert_eq!(app.verify(&at).await.body["error"], "token_revoked");
+    }
+
+    async fn password_grant_only_for_clients_allowed_to(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        app.register("alice", "correct horse").await;
+        let plain = app.create_client("plain-app", Permissions::default()).await;
+        let trusted = app.create_client("legacy-app", Permissions { password: true, ..Permissions::default() }).await;
+        let grant = [("grant_type", "password"), ("username", "alice"), ("password", "correct horse")];
+        // No client: invalid_client, with a Basic challenge.
+        let r = app.send(form(&app, &app.public, "/oauth/token", &grant)).await;
+        assert_oauth_error(&r, 401, "invalid_client");
+        assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+        // A client not registered for it.
+        let r = app.send(form(&app, &app.public, "/oauth/token", &grant).basic_auth("plain-app", Some(&plain))).await;
+        assert_oauth_error(&r, 400, "unauthorized_client");
+        // A wrong secret, either way.
+        let r = app.send(form(&app, &app.public, "/oauth/token", &grant).basic_auth("legacy-app", Some("wrong"))).await;
+        assert_oauth_error(&r, 401, "invalid_client");
+        // Allowed: client_secret_basic and client_secret_post both work.
+        let r = app.send(form(&app, &app.public, "/oauth/token", &grant).basic_auth("legacy-app", Some(&trusted))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(app.verify(&r.str("access_token")).await.status, 200);
+        let mut posted = grant.to_vec();
+        posted.extend([("client_id", "legacy-app"), ("client_secret", trusted.as_str())]);
+        let r = app.send(form(&app, &app.public, "/oauth/token", &posted)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        // Both methods at once is refused.
+        let r = app.send(form(&app, &app.public, "/oauth/token", &posted).basic_auth("legacy-app", Some(&trusted))).await;
+        assert_oauth_error(&r, 400, "invalid_request");
+        // Wrong credentials of the user: invalid_grant, counted by the login throttle.
+        let wrong = [("grant_type", "password"), ("username", "alice"), ("password", "wrong horse")];
+        let r = app.send(form(&app, &app.public, "/oauth/token", &wrong).basic_auth("legacy-app", Some(&trusted))).await;
+        assert_oauth_error(&r, 400, "invalid_grant");
+    }
+
+    async fn token_endpoint_refuses_what_it_does_not_understand(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        let r = app.send(form(&app, &app.public, "/oauth/token", &[("grant_type", "authorization_code"), ("code", "x")])).await;
+        assert_oauth_error(&r, 400, "unsupported_grant_type");
+        let r = app.send(form(&app, &app.public, "/oauth/token", &[("refresh_token", "x")])).await;
+        assert_oauth_error(&r, 400, "invalid_request");
+        let r = app.send(form(&app, &app.public, "/oauth/token", &[("grant_type", "refresh_token")])).await;
+        assert_oauth_error(&r, 400, "invalid_request");
+        let r = app.send(form(&app, &app.public, "/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", "garbage")])).await;
+        assert_oauth_error(&r, 400, "invalid_grant");
+        let r = app.send(app.client.post(format!("{}/oauth/token", app.public)).json(&json!({"grant_type": "refresh_token"}))).await;
+        assert_oauth_error(&r, 400, "invalid_request");
+        let r = app.send(form(&app, &app.public, "/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", "x"), ("scope", "admin")])).await;
+        assert_oauth_error(&r, 400, "invalid_scope");
+        let r = app.send(app.client.request(Method::GET, format!("{}/oauth/token", app.public))).await;
+        r.assert_error(405, "method_not_allowed");
+    }
+
+    async fn introspection_for_allowed_clients_from_memory(b: Backend) {
+        let app = TestApp::spawn_with(b, &[("AUTH__TOKENS__REUSE_GRACE", "0s")]).await;
+        let rs = app.create_client("posts-api", Permissions { introspect: true, ..Permissions::default() }).await;
+        let other = app.create_client("web-app", Permissions::default()).await;
+        let (at, rt) = app.signed_in("alice").await;
+        let ask = |token: &str| form(&app, &app.internal, "/oauth/introspect", &[("token", token)]);
+        // Clients authenticate, and must be allowed to introspect.
+        assert_oauth_error(&app.send(ask(&at)).await, 401, "invalid_client");
+        assert_oauth_error(&app.send(ask(&at).basic_auth("posts-api", Some("wrong"))).await, 401, "invalid_client");
+        assert_oauth_error(&app.send(ask(&at).basic_auth("web-app", Some(&other))).await, 403, "unauthorized_client");
+        let r = app.send(ask(&at).basic_auth("posts-api", Some(&rs))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["active"], true);
+        assert_eq!(r.body["token_type"], "access_token");
+        assert_eq!(r.body["sub"], sub_of(&at).as_str());
+        assert_eq!(r.body["username"], "alice");
+        assert_eq!(r.body["roles"], json!(["user"]));
+        assert_eq!(r.body["sid"], sid_of(&at).as_str());
+        for field in ["exp", "iat", "iss", "aud", "jti"] {
+            assert!(!r.body[field].is_null(), "{field}: {}", r.body);
+        }
+        // A refresh token is active until it is used.
+        let r = app.send(ask(&rt).basic_auth("posts-api", Some(&rs))).await;
+        assert_eq!((r.body["active"].as_bool(), r.body["token_type"].as_str()), (Some(true), Some("refresh_token")), "{}", r.body);
+        assert_eq!(app.refresh(&rt).await.status, 200);
+        assert_eq!(app.send(ask(&rt).basic_auth("posts-api", Some(&rs))).await.body, json!({"active": false}));
+        // Anything else is inactive, with 200.
+        for junk in ["garbage", "a.b.c", &"x".repeat(9000)] {
+            let r = app.send(ask(junk).basic_auth("posts-api", Some(&rs))).await;
+            assert_eq!((r.status.as_u16(), &r.body), (200, &json!({"active": false})));
+        }
+        // A revoked session's tokens are inactive at once.
+        app.refresh(&rt).await.assert_error(401, "token_reused");
+        assert_eq!(app.send(ask(&at).basic_auth("posts-api", Some(&rs))).await.body, json!({"active": false}));
+    }
+
+    async fn revocation_ends_the_session_of_either_token(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        let web = app.create_client("web-app", Permissions::default()).await;
+        let revoke = |token: &str| form(&app, &app.public, "/oauth/revoke", &[("token", token)]);
+        // A refresh token, from a public client (no credentials).
+        let (at1, rt1) = app.signed_in("alice").await;
+        assert_eq!(app.send(revoke(&rt1)).await.status, 200);
+        assert_eq!(app.verify(&at1).await.body["error"], "token_revoked");
+        app.refresh(&rt1).await.assert_error(401, "session_revoked");
+        // An access token, from a confidential client.
+        let r = app.login("alice", "correct horse battery").await;
+        let (at2, rt2) = (r.str("access_token"), r.str("refresh_token"));
+        assert_eq!(app.send(revoke(&at2).basic_auth("web-app", Some(&web))).await.status, 200);
+        assert_eq!(app.verify(&at2).await.body["error"], "token_revoked");
+        app.refresh(&rt2).await.assert_error(401, "session_revoked");
+        // Unknown tokens: 200, and nothing happens. Wrong client credentials: 401.
+        assert_eq!(app.send(revoke("never-issued")).await.status, 200);
+        assert_oauth_error(&app.send(revoke("x").basic_auth("web-app", Some("wrong"))).await, 401, "invalid_client");
+        assert_oauth_error(&app.send(form(&app, &app.public, "/oauth/revoke", &[])).await, 400, "invalid_request");
+    }
+}
