@@ -66,13 +66,20 @@ if ! pg_up; then
   exit 1
 fi
 
-step "interoperability: Node's jose (npm) into ${INTEROP_NODE_DIR:=$PWD/target/interop}"
+step "interoperability: Node's jose (npm) and Python's Authlib (pip) into ${INTEROP_NODE_DIR:=$PWD/target/interop}"
 # The interop tests (auth-service/tests/system/interop.rs) verify tokens with unmodified
 # client libraries of other ecosystems.
 export INTEROP_NODE_DIR
 if [ ! -d "$INTEROP_NODE_DIR/node_modules/jose" ]; then
   mkdir -p "$INTEROP_NODE_DIR"
   npm install --prefix "$INTEROP_NODE_DIR" --no-audit --no-fund --silent jose@6.2.18
+fi
+# ... and Python's Authlib (with requests), in a virtualenv of their own.
+export INTEROP_PYTHON="${INTEROP_PYTHON:-$INTEROP_NODE_DIR/venv/bin/python}"
+if ! "$INTEROP_PYTHON" -c 'import authlib, requests' 2>/dev/null; then
+  python3 -m venv "$INTEROP_NODE_DIR/venv"
+  "$INTEROP_NODE_DIR/venv/bin/pip" install --quiet --disable-pip-version-check authlib==1.9.10 requests==2.34.2
+  INTEROP_PYTHON="$INTEROP_NODE_DIR/venv/bin/python"
 fi
 
 if [ "$#" -eq 0 ]; then

@@ -115,13 +115,39 @@ pub async fn start_with_clock(
     let loaded = services.maintenance.sync_revocations().await?;
     log::info!("revocation index loaded: {loaded} recently revoked session(s)");
 
+    let bind_err = |addr: SocketAddr, source: std::io::Error| StartError::Bind { addr, source };
+    // Bound first, so the URLs below can name the ports the OS chose for `:0`.
+    let bind = |addr: SocketAddr| {
+        std::net::TcpListener::bind(addr)
+            .and_then(|l| l.local_addr().map(|a| (l, a)))
+            .map_err(|e| bind_err(addr, e))
+    };
+    let (public_listener, public_addr) = bind(settings.server.public_addr)?;
+    let (internal_listener, internal_addr) = bind(settings.server.internal_addr)?;
+    let public_url = settings
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{public_addr}"));
+    let internal_url = settings
+        .server
+        .internal_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{internal_addr}"));
+    let openapi = crate::http::wellknown::openapi_json()
+        .map_err(|e| StartError::Domain(crate::domain::Error::Internal(e.into())))?;
     let state = web::Data::new(AppState {
         services,
         metrics,
         trusted_proxies: settings.server.trusted_proxies.clone(),
+        discovery: crate::http::wellknown::discovery(
+            &settings.tokens.issuer,
+            public_url.trim_end_matches('/'),
+            internal_url.trim_end_matches('/'),
+        ),
+        openapi,
     });
 
-    let bind_err = |addr: SocketAddr, source: std::io::Error| StartError::Bind { addr, source };
     let workers = settings
         .server
         .workers
@@ -140,9 +166,8 @@ pub async fn start_with_clock(
             .configure(configure_public)
     })
     .workers(workers)
-    .bind(settings.server.public_addr)
-    .map_err(|e| bind_err(settings.server.public_addr, e))?;
-    let public_addr = first_addr(&public.addrs(), settings.server.public_addr);
+    .listen(public_listener)
+    .map_err(|e| bind_err(public_addr, e))?;
 
     let internal_state = state.clone();
     let internal = HttpServer::new(move || {
@@ -154,9 +179,8 @@ pub async fn start_with_clock(
             .configure(configure_internal)
     })
     .workers(workers)
-    .bind(settings.server.internal_addr)
-    .map_err(|e| bind_err(settings.server.internal_addr, e))?;
-    let internal_addr = first_addr(&internal.addrs(), settings.server.internal_addr);
+    .listen(internal_listener)
+    .map_err(|e| bind_err(internal_addr, e))?;
 
     let public = public.run();
     let internal = internal.run();
@@ -230,9 +254,4 @@ fn no_store() -> DefaultHeaders {
     DefaultHeaders::new()
         .add((header::CACHE_CONTROL, "no-store"))
         .add((header::PRAGMA, "no-cache"))
-}
-
-/// The address actually bound (the configured one, with the port the OS chose for `:0`).
-fn first_addr(addrs: &[SocketAddr], configured: SocketAddr) -> SocketAddr {
-    addrs.first().copied().unwrap_or(configured)
 }

@@ -111,6 +111,12 @@ section! {
         /// Reverse proxies whose `X-Forwarded-For` is believed. Empty: the client is the TCP
         /// peer.
         pub trusted_proxies: NetList = NetList::default(),
+        /// Where clients reach the public listener, for the discovery document
+        /// (`/.well-known/oauth-authorization-server`); unset: `http://<public_addr>`.
+        pub public_url: Option<String> = None,
+        /// Where resource servers reach the internal listener (introspection); unset:
+        /// `http://<internal_addr>`.
+        pub internal_url: Option<String> = None,
     }
 }
 
@@ -330,6 +336,16 @@ impl Settings {
         }
         if t.audience.trim().is_empty() {
             return err("tokens.audience", "must not be empty");
+        }
+        for (key, url) in [
+            ("server.public_url", &self.server.public_url),
+            ("server.internal_url", &self.server.internal_url),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return err(key, "expected an http:// or https:// URL");
+            }
         }
         if self.server.workers == Some(0) {
             return err("server.workers", "must be at least 1");

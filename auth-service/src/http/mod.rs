@@ -30,6 +30,10 @@ pub struct AppState {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
     pub trusted_proxies: NetList,
+    /// The RFC 8414 discovery document.
+    pub discovery: serde_json::Value,
+    /// `openapi.yaml` as JSON.
+    pub openapi: actix_web::web::Bytes,
 }
 
 pub(crate) type State = web::Data<AppState>;

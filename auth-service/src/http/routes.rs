@@ -66,6 +66,11 @@ pub fn configure_public(cfg: &mut web::ServiceConfig) {
         .service(resource("/admin/audit", "GET").route(web::get().to(admin::audit)))
         .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(wellknown::jwks)))
         .service(
+            resource("/.well-known/oauth-authorization-server", "GET")
+                .route(web::get().to(wellknown::authorization_server)),
+        )
+        .service(resource("/openapi.json", "GET").route(web::get().to(wellknown::openapi)))
+        .service(
             resource("/oauth/token", "POST")
                 .app_data(form_config())
                 .route(web::post().to(oauth::token)),

@@ -155,3 +155,60 @@ both_backends! {
         assert_oauth_error(&app.send(form(&app, &app.public, "/oauth/revoke", &[])).await, 400, "invalid_request");
     }
 }
+
+#[actix_web::test]
+async fn discovery_and_openapi_describe_the_service() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("AUTH__SERVER__PUBLIC_URL", "https://auth.example.com/")],
+    )
+    .await;
+    let r = app
+        .send(app.client.get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            app.public
+        )))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("cache-control"), Some("public, max-age=300"));
+    assert_eq!(r.body["issuer"], "auth-service");
+    assert_eq!(
+        r.body["token_endpoint"],
+        "https://auth.example.com/oauth/token"
+    );
+    assert_eq!(
+        r.body["revocation_endpoint"],
+        "https://auth.example.com/oauth/revoke"
+    );
+    assert_eq!(
+        r.body["jwks_uri"],
+        "https://auth.example.com/.well-known/jwks.json"
+    );
+    // Not configured: the internal listener's own address.
+    assert_eq!(
+        r.body["introspection_endpoint"],
+        format!("{}/oauth/introspect", app.internal)
+    );
+    assert_eq!(
+        r.body["grant_types_supported"],
+        json!(["refresh_token", "password"])
+    );
+    assert_eq!(
+        r.body["token_endpoint_auth_methods_supported"],
+        json!(["client_secret_basic", "client_secret_post"])
+    );
+    // The OpenAPI description, as JSON, lists the OAuth endpoints.
+    let r = app
+        .send(app.client.get(format!("{}/openapi.json", app.public)))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
+    for path in [
+        "/oauth/token",
+        "/oauth/introspect",
+        "/oauth/revoke",
+        "/.well-known/jwks.json",
+    ] {
+        assert!(r.body["paths"][path].is_object(), "{path}");
+    }
+}

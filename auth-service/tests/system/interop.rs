@@ -1,6 +1,9 @@
 //! Interoperability with client libraries of other ecosystems, unmodified: Node's `jose`
-//! verifies access tokens with the keys from `/.well-known/jwks.json`. `tools/test.sh`
-//! installs the library (npm) into `INTEROP_NODE_DIR` (default `target/interop`).
+//! verifies access tokens with the keys from `/.well-known/jwks.json`; Python's Authlib uses
+//! the token, introspection and revocation endpoints found through the discovery metadata.
+//! `tools/test.sh` installs them (npm, pip) into `INTEROP_NODE_DIR` (default
+//! `target/interop`) and the virtualenv `INTEROP_PYTHON` (default
+//! `target/interop/venv/bin/python`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -71,5 +74,67 @@ both_backends! {
         tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
         let refused = jose_verify(&jwks, &String::from_utf8(tampered).unwrap(), "auth-service", "resource-servers");
         assert_eq!(refused["ok"], false, "{refused}");
+    }
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("INTEROP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| node_dir().join("venv/bin/python"))
+}
+
+/// Registers a client with the real command line; its generated secret.
+fn register_client(auth: &Auth, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .env_clear()
+        .envs(&auth.service.env)
+        .args(["client", "create"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("secret (shown once): "))
+        .expect("a generated secret")
+        .to_string()
+}
+
+both_backends! {
+    async fn python_authlib_uses_discovery_token_introspection_and_revocation(b: Backend) {
+        let python = python();
+        assert!(
+            python.exists(),
+            "Authlib's virtualenv is missing at {}: run tools/test.sh, which installs it with pip",
+            python.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(b, dir.path());
+        let auth = Auth::start(dir.path(), &db.url, &[]).await;
+        assert_eq!(auth.register("alice").await.status, 201);
+        let app_secret = register_client(&auth, &["--client-id", "python-app", "--password-grant"]);
+        let rs_secret = register_client(&auth, &["--client-id", "python-rs", "--introspect"]);
+        let out = Command::new(&python)
+            .arg(testkit::workspace_root().join("auth-service/tests/interop/authlib_client.py"))
+            .args([&auth.public, "python-app", &app_secret, "python-rs", &rs_secret, "alice", PASSWORD])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(seen["grant_types"], serde_json::json!(["refresh_token", "password"]), "{seen}");
+        assert_eq!(seen["token_type"], "Bearer");
+        assert_eq!(seen["has_refresh_token"], true);
+        assert_eq!(seen["refresh_rotated"], true);
+        assert_eq!(seen["access_active"]["active"], true, "{seen}");
+        assert_eq!(seen["access_active"]["username"], "alice");
+        assert_eq!(seen["old_refresh_active"], false);
+        assert_eq!(seen["after_revoke_active"], false);
+        assert_eq!(seen["refresh_after_revoke"], "invalid_grant", "{seen}");
+        auth.service.assert_never_logged(&[&app_secret, &rs_secret, PASSWORD]);
     }
 }
