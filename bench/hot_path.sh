@@ -3,6 +3,7 @@
 #
 #   /verify, one token repeated  ÷ /healthz of the same server, 64 connections  goal ≥ 0.9
 #   /verify, a new token each call, cache on ÷ cache off (verify.cache_size=0)  goal ≥ 0.8
+#   POST /oauth/introspect with client authentication ÷ /verify, one token      goal ≥ 0.8
 #   POST /refresh (a fresh refresh token each call, 16 connections) on PostgreSQL
 #     ÷ the same SQL statements as plain transactions with pgbench, 16 clients    goal ≥ 0.5
 #   POST /refresh on SQLite: rate and p99
@@ -62,6 +63,11 @@ if [[ " $PARTS " == *" verify "* ]]; then
   read -r health _ < <(wrk -t2 -c64 -d"$DURATION" "http://$internal/healthz" | rate)
   read -r same bad < <(wrk -t2 -c64 -d"$DURATION" -H "Authorization: Bearer $token" "http://$internal/verify" | rate)
   echo "/healthz $health/s; /verify repeated token $same/s ($bad refused) = $(python3 -c "print(round($same/$health, 2))") (goal >= 0.9)"
+  client_secret=$(env "${base_env[@]}" target/release/auth-service client create --client-id bench-rs --introspect </dev/null |
+    sed -n 's/^secret (shown once): //p')
+  read -r introspect bad < <(TOKEN="$token" CLIENT_ID=bench-rs CLIENT_SECRET="$client_secret" \
+    wrk -t2 -c64 -d"$DURATION" -s bench/introspect.lua "http://$internal/oauth/introspect" | rate)
+  echo "/oauth/introspect (client authenticated each call) $introspect/s ($bad refused) ÷ /verify $same/s = $(python3 -c "print(round($introspect/$same, 2))") (goal >= 0.8)"
   # Enough distinct tokens that none repeats within a run.
   env "${base_env[@]}" target/release/examples/mint_tokens access 300000 >"$dir/access.txt"
   read -r cached bad1 < <(TOKENS="$dir/access.txt" wrk -t2 -c64 -d"$DURATION" -s bench/tokens.lua "http://$internal" | rate)

@@ -18,6 +18,8 @@ pub struct Verified {
     /// Set by the first caller that renders an answer (the same bytes every time after):
     /// a repeated token costs a lookup, not a serialisation.
     pub answer: OnceLock<Answer>,
+    /// The same, for introspection (RFC 7662's shape).
+    pub introspection: OnceLock<bytes::Bytes>,
 }
 
 /// An answer about a verified token: the body and header values as shared bytes, so each
@@ -40,6 +42,7 @@ impl Verified {
         Arc::new(Verified {
             claims,
             answer: OnceLock::new(),
+            introspection: OnceLock::new(),
         })
     }
 }
