@@ -65,6 +65,9 @@ enum ClientCommand {
         /// May use the password grant (RFC 9700 advises against it).
         #[arg(long)]
         password_grant: bool,
+        /// A scope the client-credentials grant may give it (repeatable).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
     },
     /// List the registered clients and what each may do.
     List,
@@ -278,6 +281,7 @@ fn client(settings: &Settings, cmd: ClientCommand) -> Result<(), String> {
             introspect,
             client_credentials,
             password_grant,
+            scopes,
         } => {
             let given = read_client_secret()?;
             let secrets = secrets()?;
@@ -293,6 +297,7 @@ fn client(settings: &Settings, cmd: ClientCommand) -> Result<(), String> {
                 &client_id,
                 given,
                 permissions,
+                &scopes,
                 SystemClock.now(),
             )
             .map_err(|e| describe(&e))?;
@@ -345,7 +350,15 @@ fn describe_client(c: &crate::domain::clients::Client) -> String {
     } else {
         may.join(", ")
     };
-    format!("{} (may: {may})", c.client_id)
+    if c.scopes.is_empty() {
+        format!("{} (may: {may})", c.client_id)
+    } else {
+        format!(
+            "{} (may: {may}; scopes: {})",
+            c.client_id,
+            c.scopes.join(" ")
+        )
+    }
 }
 
 /// A client secret from standard input, or `None` (generate one) when stdin is a terminal

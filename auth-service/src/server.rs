@@ -127,12 +127,14 @@ pub async fn start_with_clock(
     let public_url = settings
         .server
         .public_url
-        .clone()
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{public_addr}"));
     let internal_url = settings
         .server
         .internal_url
-        .clone()
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{internal_addr}"));
     let openapi = crate::http::wellknown::openapi_json()
         .map_err(|e| StartError::Domain(crate::domain::Error::Internal(e.into())))?;

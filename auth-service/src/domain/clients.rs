@@ -5,16 +5,21 @@
 //! [`CACHE_SECS`] after each read: a client deleted or given a new secret from the command
 //! line is refused by running servers within that time.
 
+use std::sync::Arc;
+
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::{Context, Error};
 use crate::security::client_secrets::{ClientSecrets, MIN_SECRET_CHARS};
+use crate::security::tokens::{ClientClaims, Tokens};
 use crate::storage::DbConn;
 use crate::storage::clients::{self as client_table, ClientRecord};
 
 /// How long a server trusts a client record it has read.
 pub const CACHE_SECS: i64 = 5;
 const MAX_CLIENT_ID_CHARS: usize = 64;
+/// The longest secret accepted (and checked).
+const MAX_SECRET_BYTES: usize = 512;
 
 /// A registered client, as the operations see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +28,8 @@ pub struct Client {
     pub can_introspect: bool,
     pub can_client_credentials: bool,
     pub can_password: bool,
+    /// What the client-credentials grant may give it.
+    pub scopes: Vec<String>,
 }
 
 impl From<&ClientRecord> for Client {
@@ -32,8 +39,17 @@ impl From<&ClientRecord> for Client {
             can_introspect: r.can_introspect,
             can_client_credentials: r.can_client_credentials,
             can_password: r.can_password,
+            scopes: r.scopes.split_whitespace().map(str::to_string).collect(),
         }
     }
+}
+
+/// An access token issued to a machine client.
+#[derive(Debug)]
+pub struct ClientToken {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub scope: String,
 }
 
 /// What a client may do, for registration.
@@ -42,6 +58,21 @@ pub struct Permissions {
     pub introspect: bool,
     pub client_credentials: bool,
     pub password: bool,
+}
+
+/// A scope token (RFC 6749 3.3): printable ASCII except space, `"` and `\\`.
+fn validate_scopes(scopes: &[String]) -> Result<(), Error> {
+    let ok = |s: &String| {
+        (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b > 0x20 && b < 0x7f && b != b'"' && b != b'\\')
+    };
+    if scopes.len() > 32 || !scopes.iter().all(ok) {
+        return Err(Error::Validation(
+            "scopes: at most 32, each 1 to 64 printable characters without spaces, quotes or backslashes".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_client_id(id: &str) -> Result<(), Error> {
@@ -61,9 +92,11 @@ fn validate_client_id(id: &str) -> Result<(), Error> {
 /// The secret given, if long enough, or a generated one (returned so it can be shown once).
 fn choose_secret(given: Option<SecretString>) -> Result<(SecretString, bool), Error> {
     match given {
-        Some(s) if s.expose_secret().chars().count() >= MIN_SECRET_CHARS => Ok((s, false)),
+        Some(s) if (MIN_SECRET_CHARS..=MAX_SECRET_BYTES).contains(&s.expose_secret().len()) => {
+            Ok((s, false))
+        }
         Some(_) => Err(Error::Validation(format!(
-            "client secret: at least {MIN_SECRET_CHARS} characters (or give none and one is generated)"
+            "client secret: {MIN_SECRET_CHARS} to {MAX_SECRET_BYTES} characters (or give none and one is generated)"
         ))),
         None => Ok((SecretString::from(ClientSecrets::generate()), true)),
     }
@@ -77,9 +110,11 @@ pub fn create_client(
     client_id: &str,
     secret: Option<SecretString>,
     permissions: Permissions,
+    scopes: &[String],
     now: i64,
 ) -> Result<(Client, Option<SecretString>), Error> {
     validate_client_id(client_id)?;
+    validate_scopes(scopes)?;
     let (secret, generated) = choose_secret(secret)?;
     let record = ClientRecord {
         client_id: client_id.to_string(),
@@ -87,6 +122,7 @@ pub fn create_client(
         can_introspect: permissions.introspect,
         can_client_credentials: permissions.client_credentials,
         can_password: permissions.password,
+        scopes: scopes.join(" "),
         created_at: now,
         updated_at: now,
     };
@@ -129,27 +165,78 @@ pub fn rotate_client_secret(
 pub struct Clients {
     ctx: Context,
     secrets: ClientSecrets,
+    tokens: Arc<Tokens>,
     /// client id → (the record, or none, and when it was read).
     cache: quick_cache::sync::Cache<String, (Option<ClientRecord>, i64)>,
 }
 
 impl Clients {
-    pub(crate) fn new(ctx: Context, secrets: ClientSecrets) -> Clients {
+    pub(crate) fn new(ctx: Context, secrets: ClientSecrets, tokens: Arc<Tokens>) -> Clients {
         Clients {
             ctx,
             secrets,
+            tokens,
             cache: quick_cache::sync::Cache::new(1024),
         }
     }
 
-    /// The client with this id and secret, or `InvalidClient` (the same for an unknown id
-    /// and a wrong secret).
-    pub async fn authenticate(&self, client_id: &str, secret: &str) -> Result<Client, Error> {
-        if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_CHARS || secret.len() > 512 {
-            return Err(Error::InvalidClient);
+    /// The client-credentials grant: an access token for the client itself, with the
+    /// requested scopes (all of its own when none are asked for), no refresh token.
+    pub fn issue_token(
+        &self,
+        client: &Client,
+        requested: Option<&str>,
+    ) -> Result<ClientToken, Error> {
+        if !client.can_client_credentials {
+            return Err(Error::UnauthorizedClient);
         }
+        let granted: Vec<&str> = match requested.map(str::split_whitespace) {
+            Some(asked) => {
+                let asked: Vec<&str> = asked.collect();
+                if let Some(no) = asked
+                    .iter()
+                    .find(|s| !client.scopes.iter().any(|c| c == *s))
+                {
+                    return Err(Error::InvalidScope(format!(
+                        "scope {no:?} is not granted to this client"
+                    )));
+                }
+                asked
+            }
+            None => client.scopes.iter().map(String::as_str).collect(),
+        };
+        let scope = granted.join(" ");
+        let access_token = self
+            .tokens
+            .issue_client(&client.client_id, &scope, self.ctx.now())?;
+        log::info!(
+            "client token issued: client_id={} scope={scope:?}",
+            client.client_id
+        );
+        Ok(ClientToken {
+            access_token,
+            expires_in: self.tokens.access_ttl(),
+            scope,
+        })
+    }
+
+    /// A machine client's access token, if it is good and its client may still get one
+    /// (a deleted client's tokens die within [`CACHE_SECS`]).
+    pub async fn check_token(&self, token: &str) -> Result<Option<ClientClaims>, Error> {
+        let Ok(claims) = self.tokens.check_client(token, self.ctx.now()) else {
+            return Ok(None);
+        };
+        let allowed = self
+            .record(&claims.client_id)
+            .await?
+            .is_some_and(|r| r.can_client_credentials);
+        Ok(allowed.then_some(claims))
+    }
+
+    /// The client's record, from the cache while fresh.
+    async fn record(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
         let now = self.ctx.now();
-        let record = match self.cache.get(client_id) {
+        Ok(match self.cache.get(client_id) {
             Some((record, read_at)) if now - read_at < CACHE_SECS => record,
             _ => {
                 let id = client_id.to_string();
@@ -162,7 +249,19 @@ impl Clients {
                     .insert(client_id.to_string(), (record.clone(), now));
                 record
             }
-        };
+        })
+    }
+
+    /// The client with this id and secret, or `InvalidClient` (the same for an unknown id
+    /// and a wrong secret).
+    pub async fn authenticate(&self, client_id: &str, secret: &str) -> Result<Client, Error> {
+        if client_id.is_empty()
+            || client_id.len() > MAX_CLIENT_ID_CHARS
+            || secret.len() > MAX_SECRET_BYTES
+        {
+            return Err(Error::InvalidClient);
+        }
+        let record = self.record(client_id).await?;
         match record {
             Some(r) if self.secrets.matches(client_id, secret, &r.secret_hash) => {
                 Ok(Client::from(&r))

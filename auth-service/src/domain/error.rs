@@ -40,6 +40,9 @@ pub enum Error {
     /// A client's id or secret is wrong (the same for both).
     #[error("client authentication failed")]
     InvalidClient,
+    /// A client asked for a scope it is not granted.
+    #[error("{0}")]
+    InvalidScope(String),
     /// An authenticated client asked for something it is not allowed to do.
     #[error("this client is not allowed to do that")]
     UnauthorizedClient,

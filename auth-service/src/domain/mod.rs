@@ -88,7 +88,7 @@ impl Services {
         let client_secrets = keys.client_secrets.clone();
         let tokens = Arc::new(Tokens::new(keys, &settings.tokens));
         Ok(Services {
-            clients: Clients::new(ctx.clone(), client_secrets),
+            clients: Clients::new(ctx.clone(), client_secrets, tokens.clone()),
             sessions: Sessions::new(
                 ctx.clone(),
                 passwords.clone(),
@@ -114,6 +114,26 @@ impl Services {
                 register_throttle,
             ),
         })
+    }
+}
+
+impl Services {
+    /// Whether `token` is active (RFC 7662), whatever its kind: a user's access or refresh
+    /// token, or a machine client's access token.
+    pub async fn introspect(
+        &self,
+        token: &str,
+        hint: Option<&str>,
+    ) -> Result<sessions::Introspection, Error> {
+        match self.sessions.introspect(token, hint).await? {
+            sessions::Introspection::Inactive => {
+                Ok(match self.clients.check_token(token).await? {
+                    Some(claims) => sessions::Introspection::Client(claims),
+                    None => sessions::Introspection::Inactive,
+                })
+            }
+            found => Ok(found),
+        }
     }
 }
 

@@ -30,6 +30,8 @@ pub enum Introspection {
     Access(Arc<Verified>),
     /// A refresh token that would rotate now: genuine, unexpired, unused, its session live.
     Refresh(RefreshClaims),
+    /// A good access token of a machine client (client credentials).
+    Client(crate::security::tokens::ClientClaims),
     Inactive,
 }
 

@@ -73,6 +73,7 @@ fn status_and_code(e: &ApiError) -> (StatusCode, &'static str) {
             Error::Forbidden => (S::FORBIDDEN, "forbidden"),
             Error::InvalidClient => (S::UNAUTHORIZED, "invalid_client"),
             Error::UnauthorizedClient => (S::FORBIDDEN, "unauthorized_client"),
+            Error::InvalidScope(_) => (S::BAD_REQUEST, "invalid_scope"),
             Error::TooManyAttempts { .. } => (S::TOO_MANY_REQUESTS, "too_many_attempts"),
             Error::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded"),
             Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "service_unavailable"),

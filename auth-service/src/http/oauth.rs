@@ -1,5 +1,5 @@
 //! The OAuth 2.0 endpoints, on the same operations as the JSON API: `POST /oauth/token`
-//! (RFC 6749: the `refresh_token` and `password` grants), `POST /oauth/introspect` (RFC 7662,
+//! (RFC 6749: the `refresh_token`, `password` and `client_credentials` grants), `POST /oauth/introspect` (RFC 7662,
 //! internal listener) and `POST /oauth/revoke` (RFC 7009). Bodies are
 //! `application/x-www-form-urlencoded`; clients authenticate with HTTP Basic
 //! (`client_secret_basic`) or with `client_id` and `client_secret` in the body
@@ -106,6 +106,7 @@ impl From<Error> for OAuthError {
                 OAuthError::new(S::BAD_REQUEST, "invalid_grant", e.to_string())
             }
             Error::Validation(m) | Error::InvalidRequest(m) => OAuthError::invalid_request(m),
+            Error::InvalidScope(m) => OAuthError::new(S::BAD_REQUEST, "invalid_scope", m),
             Error::TooManyAttempts { retry_after } => OAuthError {
                 retry_after: Some(retry_after.to_string()),
                 ..OAuthError::new(S::TOO_MANY_REQUESTS, "too_many_attempts", e.to_string())
@@ -255,6 +256,14 @@ struct TokenAnswer {
     refresh_token: String,
 }
 
+#[derive(Serialize)]
+struct ClientTokenAnswer {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    scope: String,
+}
+
 impl From<IssuedTokens> for TokenAnswer {
     fn from(t: IssuedTokens) -> Self {
         TokenAnswer {
@@ -274,6 +283,24 @@ pub async fn token(
     form: web::Form<OAuthForm>,
 ) -> Result<HttpResponse, OAuthError> {
     let client = client(&state, &req, &form).await?;
+    if form.grant_type.as_deref() == Some("client_credentials") {
+        // RFC 6749 4.4 and RFC 9068: the client's own token, no refresh token.
+        let Some(client) = client else {
+            return Err(Error::InvalidClient.into());
+        };
+        let issued = state
+            .services
+            .clients
+            .issue_token(&client, form.scope.as_deref())?;
+        return Ok(HttpResponse::Ok()
+            .insert_header((header::PRAGMA, "no-cache"))
+            .json(ClientTokenAnswer {
+                access_token: issued.access_token,
+                token_type: "Bearer",
+                expires_in: issued.expires_in,
+                scope: issued.scope,
+            }));
+    }
     if form.scope.as_deref().is_some_and(|s| !s.trim().is_empty()) {
         return Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
@@ -306,7 +333,9 @@ pub async fn token(
             return Err(OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                format!("grant_type {other:?} is not supported (refresh_token, password)"),
+                format!(
+                    "grant_type {other:?} is not supported (refresh_token, password, client_credentials)"
+                ),
             ));
         }
         None => return Err(OAuthError::invalid_request("grant_type is required")),
@@ -335,7 +364,6 @@ pub async fn introspect(
     let token = required(&form.token, "token")?;
     let found = state
         .services
-        .sessions
         .introspect(&token, form.token_type_hint.as_deref())
         .await?;
     let answer = match found {
@@ -373,6 +401,21 @@ pub async fn introspect(
             "aud": c.aud,
             "jti": c.jti,
             "sid": c.sid,
+        }))
+        .unwrap_or_default()
+        .into(),
+        Introspection::Client(c) => serde_json::to_vec(&serde_json::json!({
+            "active": true,
+            "token_type": "access_token",
+            "client_id": c.client_id,
+            "sub": c.sub,
+            "scope": c.scope,
+            "exp": c.exp,
+            "iat": c.iat,
+            "nbf": c.nbf,
+            "iss": c.iss,
+            "aud": c.aud,
+            "jti": c.jti,
         }))
         .unwrap_or_default()
         .into(),

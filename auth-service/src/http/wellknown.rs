@@ -41,7 +41,7 @@ pub fn discovery(issuer: &str, public_url: &str, internal_url: &str) -> serde_js
         "revocation_endpoint": format!("{public_url}/oauth/revoke"),
         "introspection_endpoint": format!("{internal_url}/oauth/introspect"),
         "jwks_uri": format!("{public_url}/.well-known/jwks.json"),
-        "grant_types_supported": ["refresh_token", "password"],
+        "grant_types_supported": ["refresh_token", "password", "client_credentials"],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,

@@ -15,6 +15,8 @@ pub struct ClientRecord {
     pub can_introspect: bool,
     pub can_client_credentials: bool,
     pub can_password: bool,
+    /// Space-separated scopes it may be granted (client credentials).
+    pub scopes: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -27,6 +29,7 @@ impl std::fmt::Debug for ClientRecord {
             .field("can_introspect", &self.can_introspect)
             .field("can_client_credentials", &self.can_client_credentials)
             .field("can_password", &self.can_password)
+            .field("scopes", &self.scopes)
             .finish_non_exhaustive()
     }
 }

@@ -87,6 +87,7 @@ diesel::table! {
         can_introspect -> Bool,
         can_client_credentials -> Bool,
         can_password -> Bool,
+        scopes -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
     }

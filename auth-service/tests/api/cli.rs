@@ -458,7 +458,7 @@ fn client_commands_register_list_rotate_and_delete() {
     // A given secret must be long; a taken id is refused.
     let out = cli(&["client", "create", "--client-id", "short"], "too-short\n");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("32 to 512"));
     let out = cli(&["client", "create", "--client-id", "posts-api"], "");
     assert!(!out.status.success());
     let long = "a".repeat(40);

@@ -94,6 +94,8 @@ both_backends! {
         assert_oauth_error(&r, 400, "invalid_request");
         let r = app.send(form(&app, &app.public, "/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", "x"), ("scope", "admin")])).await;
         assert_oauth_error(&r, 400, "invalid_scope");
+        let r = app.send(form(&app, &app.public, "/oauth/token", &[("grant_type", "client_credentials")])).await;
+        assert_oauth_error(&r, 401, "invalid_client");
         let r = app.send(app.client.request(Method::GET, format!("{}/oauth/token", app.public))).await;
         r.assert_error(405, "method_not_allowed");
     }
@@ -191,7 +193,7 @@ async fn discovery_and_openapi_describe_the_service() {
     );
     assert_eq!(
         r.body["grant_types_supported"],
-        json!(["refresh_token", "password"])
+        json!(["refresh_token", "password", "client_credentials"])
     );
     assert_eq!(
         r.body["token_endpoint_auth_methods_supported"],
@@ -210,5 +212,62 @@ async fn discovery_and_openapi_describe_the_service() {
         "/.well-known/jwks.json",
     ] {
         assert!(r.body["paths"][path].is_object(), "{path}");
+    }
+}
+
+both_backends! {
+    async fn client_credentials_for_machine_clients(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        let allowed = Permissions { client_credentials: true, ..Permissions::default() };
+        let worker = app.create_client_with_scopes("billing-worker", allowed, &["posts:read", "posts:write"]).await;
+        let plain = app.create_client("web-app", Permissions::default()).await;
+        let rs = app.create_client("posts-api", Permissions { introspect: true, ..Permissions::default() }).await;
+        let grant = |scope: Option<&str>| {
+            let mut fields = vec![("grant_type", "client_credentials")];
+            if let Some(s) = scope {
+                fields.push(("scope", s));
+            }
+            form(&app, &app.public, "/oauth/token", &fields)
+        };
+        // Its own token, all its scopes by default, no refresh token.
+        let r = app.send(grant(None).basic_auth("billing-worker", Some(&worker))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["token_type"], "Bearer");
+        assert_eq!(r.body["scope"], "posts:read posts:write");
+        assert!(r.body.get("refresh_token").is_none(), "{}", r.body);
+        let at = r.str("access_token");
+        let claims = claims(&at);
+        assert_eq!((claims["sub"].as_str(), claims["client_id"].as_str()), (Some("billing-worker"), Some("billing-worker")));
+        assert_eq!(header(&at)["typ"], "at+jwt");
+        // A narrower scope on request; one it does not have is refused.
+        let r = app.send(grant(Some("posts:read")).basic_auth("billing-worker", Some(&worker))).await;
+        assert_eq!(r.body["scope"], "posts:read", "{}", r.body);
+        let r = app.send(grant(Some("admin")).basic_auth("billing-worker", Some(&worker))).await;
+        assert_oauth_error(&r, 400, "invalid_scope");
+        // Only clients registered for the grant, and only authenticated.
+        assert_oauth_error(&app.send(grant(None).basic_auth("web-app", Some(&plain))).await, 400, "unauthorized_client");
+        assert_oauth_error(&app.send(grant(None)).await, 401, "invalid_client");
+        // Introspection knows machine tokens.
+        let ask = |token: &str| form(&app, &app.internal, "/oauth/introspect", &[("token", token)]).basic_auth("posts-api", Some(&rs));
+        let r = app.send(ask(&at)).await;
+        assert_eq!(r.body["active"], true, "{}", r.body);
+        assert_eq!(r.body["client_id"], "billing-worker");
+        assert_eq!(r.body["scope"], "posts:read posts:write");
+        // /verify is for users' tokens: a machine token is not one.
+        assert_eq!(app.verify(&at).await.body["error"], "invalid_token");
+        // It has no session to end: revocation answers 200 and leaves it alone.
+        let r = app.send(form(&app, &app.public, "/oauth/revoke", &[("token", at.as_str())])).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(app.send(ask(&at)).await.body["active"], true);
+        // A deleted client's tokens die once servers re-read it (records are kept 5 s).
+        app.with_db(|conn| {
+            use auth_service::storage::schema::clients;
+            use diesel::prelude::*;
+            diesel::delete(clients::table.find("billing-worker")).execute(conn)?;
+            Ok(())
+        })
+        .await;
+        app.advance(6);
+        assert_eq!(app.send(ask(&at)).await.body, json!({"active": false}));
     }
 }

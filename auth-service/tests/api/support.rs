@@ -156,6 +156,18 @@ impl TestApp {
         client_id: &str,
         permissions: auth_service::domain::clients::Permissions,
     ) -> String {
+        self.create_client_with_scopes(client_id, permissions, &[])
+            .await
+    }
+
+    /// [`TestApp::create_client`] with scopes for the client-credentials grant.
+    pub async fn create_client_with_scopes(
+        &self,
+        client_id: &str,
+        permissions: auth_service::domain::clients::Permissions,
+        scopes: &[&str],
+    ) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
         let settings = Settings::load(&Sources {
             file: self.env.get("TEST_CONFIG_FILE").map(PathBuf::from),
             env: self.env.clone(),
@@ -174,6 +186,7 @@ impl TestApp {
                     &id,
                     None,
                     permissions,
+                    &scopes,
                     now,
                 )
             })

@@ -4,7 +4,10 @@ with the password grant (client_secret_basic), refreshes them, introspects them 
 resource server (client_secret_post), and revokes them. Prints one JSON object of what it
 saw; the Rust test judges it.
 
-    python authlib_client.py PUBLIC_URL APP_ID APP_SECRET RS_ID RS_SECRET USERNAME PASSWORD
+    python authlib_client.py PUBLIC_URL APP_ID APP_SECRET RS_ID RS_SECRET USERNAME PASSWORD \
+        WORKER_ID WORKER_SECRET
+
+It also gets a machine token with the client-credentials grant and introspects it.
 """
 import json
 import sys
@@ -13,7 +16,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
-public, app_id, app_secret, rs_id, rs_secret, username, password = sys.argv[1:8]
+public, app_id, app_secret, rs_id, rs_secret, username, password, worker_id, worker_secret = sys.argv[1:10]
 seen = {}
 
 meta = AuthorizationServerMetadata(requests.get(f"{public}/.well-known/oauth-authorization-server").json())
@@ -41,5 +44,11 @@ try:
     seen["refresh_after_revoke"] = "accepted"
 except Exception as e:  # authlib raises OAuthError with the server's error code
     seen["refresh_after_revoke"] = getattr(e, "error", str(e))
+
+worker = OAuth2Session(worker_id, worker_secret, scope="reports:read")
+machine = worker.fetch_token(token_url, grant_type="client_credentials")
+seen["machine_scope"] = machine.get("scope")
+seen["machine_has_refresh_token"] = "refresh_token" in machine
+seen["machine_introspected"] = rs.introspect_token(introspect, token=machine["access_token"]).json()
 
 print(json.dumps(seen))

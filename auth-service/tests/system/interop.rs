@@ -119,14 +119,19 @@ both_backends! {
         assert_eq!(auth.register("alice").await.status, 201);
         let app_secret = register_client(&auth, &["--client-id", "python-app", "--password-grant"]);
         let rs_secret = register_client(&auth, &["--client-id", "python-rs", "--introspect"]);
+        let worker_secret = register_client(
+            &auth,
+            &["--client-id", "python-worker", "--client-credentials", "--scope", "reports:read", "--scope", "reports:write"],
+        );
         let out = Command::new(&python)
             .arg(testkit::workspace_root().join("auth-service/tests/interop/authlib_client.py"))
             .args([&auth.public, "python-app", &app_secret, "python-rs", &rs_secret, "alice", PASSWORD])
+            .args(["python-worker", &worker_secret])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(seen["grant_types"], serde_json::json!(["refresh_token", "password"]), "{seen}");
+        assert_eq!(seen["grant_types"], serde_json::json!(["refresh_token", "password", "client_credentials"]), "{seen}");
         assert_eq!(seen["token_type"], "Bearer");
         assert_eq!(seen["has_refresh_token"], true);
         assert_eq!(seen["refresh_rotated"], true);
@@ -135,6 +140,10 @@ both_backends! {
         assert_eq!(seen["old_refresh_active"], false);
         assert_eq!(seen["after_revoke_active"], false);
         assert_eq!(seen["refresh_after_revoke"], "invalid_grant", "{seen}");
-        auth.service.assert_never_logged(&[&app_secret, &rs_secret, PASSWORD]);
+        assert_eq!(seen["machine_scope"], "reports:read", "{seen}");
+        assert_eq!(seen["machine_has_refresh_token"], false);
+        assert_eq!(seen["machine_introspected"]["active"], true, "{seen}");
+        assert_eq!(seen["machine_introspected"]["client_id"], "python-worker");
+        auth.service.assert_never_logged(&[&app_secret, &rs_secret, &worker_secret, PASSWORD]);
     }
 }

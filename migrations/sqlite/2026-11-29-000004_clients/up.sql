@@ -6,6 +6,7 @@ CREATE TABLE clients (
     can_introspect         BOOLEAN NOT NULL DEFAULT FALSE,
     can_client_credentials BOOLEAN NOT NULL DEFAULT FALSE,
     can_password           BOOLEAN NOT NULL DEFAULT FALSE,
+    scopes                 TEXT NOT NULL DEFAULT '',         -- space-separated, for client_credentials
     created_at             BIGINT NOT NULL,
     updated_at             BIGINT NOT NULL
 );

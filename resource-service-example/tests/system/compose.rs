@@ -469,6 +469,18 @@ fn compose_file_has_the_shape_operators_rely_on() {
         "{lb_addr} is in ip_range {range}"
     );
     assert_eq!(env["AUTH__SERVER__TRUSTED_PROXIES"], lb_addr);
+    // Discovery names the balancer, never a replica's own address.
+    assert_eq!(
+        env["AUTH__SERVER__INTERNAL_URL"],
+        format!("http://{LB}:{internal}")
+    );
+    assert_eq!(
+        env["AUTH__SERVER__PUBLIC_URL"],
+        format!(
+            "http://localhost:{}",
+            compose.env_example["AUTH_PUBLIC_PORT"]
+        )
+    );
     // Keys live on a volume (or a mounted secrets directory), not in the container.
     let keys_dir = &env["AUTH__KEYS__DIR"];
     assert!(
@@ -620,9 +632,13 @@ fn map_environment(
         let mapped = if value.starts_with("postgres://") || value.starts_with("postgresql://") {
             check_database_url(compose, &value);
             db_url.to_string()
-        } else if let Some(rest) = value.strip_prefix("http://") {
+        } else if let Some(rest) = value
+            .strip_prefix("http://")
+            .filter(|rest| !rest.starts_with("localhost:"))
+        {
             // http://HOST:PORT/path where HOST is a compose service and PORT one of its
-            // listeners.
+            // listeners. (http://localhost:… is the operator's view from the Docker host,
+            // kept as it is.)
             let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
             let (host, port) = authority
                 .split_once(':')
@@ -690,11 +706,11 @@ fn check_database_url(compose: &Compose, url: &str) {
 fn mapped_stack_env(root: &Path, db_url: &str) -> (Compose, Mapped, Mapped) {
     let compose = Compose::load();
     let mut ports = BTreeMap::new();
-    let auth = map_environment(&compose, AUTH, root, db_url, &mut ports);
     // The balancer has no environment to map: free ports for its listeners.
     for port in compose.published(LB).union(&compose.exposed(LB)) {
         ports.insert((LB.to_string(), *port), free_port());
     }
+    let auth = map_environment(&compose, AUTH, root, db_url, &mut ports);
     let rs = map_environment(&compose, RS, root, db_url, &mut ports);
     (compose, auth, rs)
 }
@@ -839,6 +855,22 @@ async fn compose_environment_runs_a_request_through() {
     )
     .await
     .assert_unauthorized("invalid_token");
+
+    // Discovery, fetched through the balancer, sends resource servers to the balancer's
+    // internal listener, where introspection answers (here: asking for a client).
+    let r = send(client.get(format!("{public}/.well-known/oauth-authorization-server"))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let introspection = r.str("introspection_endpoint");
+    assert_eq!(
+        introspection,
+        format!(
+            "http://127.0.0.1:{}/oauth/introspect",
+            local(LB, auth_internal)
+        )
+    );
+    let r = send(client.post(&introspection).form(&[("token", at.as_str())])).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.body["error"], "invalid_client", "{}", r.body);
 
     // The generated keys landed on the volume, where they survive the container.
     let keys: PathBuf = PathBuf::from(&auth.env["AUTH__KEYS__DIR"]);
