@@ -1,7 +1,7 @@
-//! The `auth-service` command line: `serve` (the default), `migrate`, `check-config`, `user`
-//! and `prune`. Operator commands work on the database directly over one connection, with
-//! the same rules and audit trail as the HTTP API; a running server picks up the sessions
-//! they end within `revocation.poll_interval`.
+//! The `auth-service` command line: `serve` (the default), `migrate`, `check-config`, `user`,
+//! `client`, `keys` and `prune`. Operator commands work on the database directly over one
+//! connection, with the same rules and audit trail as the HTTP API; a running server picks up
+//! the sessions they end, and a key rotation, within `revocation.poll_interval`.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -46,6 +46,19 @@ enum Command {
     /// Manage registered OAuth clients (resource servers, machine clients).
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Rotate and list the access-token signing keys kept in keys.dir.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new access-token key active (same algorithm). The old one stays published and
+    /// accepted until every token it signed has expired. Running servers sharing keys.dir
+    /// switch within revocation.poll_interval. Refused when the key is configured.
+    Rotate,
+    /// List the access-token keys: kid, algorithm and state. Never prints key material.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +147,7 @@ pub fn main() -> ExitCode {
         Command::User(cmd) => user(&settings, cmd),
         Command::Prune => prune(&settings),
         Command::Client(cmd) => client(&settings, cmd),
+        Command::Keys(cmd) => keys(&settings, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -258,6 +272,60 @@ fn user(settings: &Settings, cmd: UserCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn keys(settings: &Settings, cmd: KeysCommand) -> Result<(), String> {
+    use crate::security::keys::{self, KeyState};
+    let now = SystemClock.now();
+    match cmd {
+        KeysCommand::Rotate => {
+            let r = keys::rotate(settings, now).map_err(|e| describe(&e))?;
+            println!(
+                "new active access-token key: kid={} ({})",
+                r.new_kid,
+                r.algorithm.as_str()
+            );
+            match r.retired {
+                Some((kid, until)) => println!(
+                    "retired kid={kid}: still published and accepted until {}",
+                    format_time(until)
+                ),
+                None => println!("there was no key before: nothing retired"),
+            }
+            for kid in r.dropped {
+                println!("dropped expired kid={kid}");
+            }
+            println!(
+                "running servers sharing {} switch within {}",
+                settings.keys_dir().display(),
+                humantime::format_duration(settings.revocation.poll_interval.get())
+            );
+        }
+        KeysCommand::List => {
+            for key in keys::list(settings, now).map_err(|e| describe(&e))? {
+                let state = match key.state {
+                    KeyState::Active => "active".to_string(),
+                    KeyState::Retired { until } => format!("retired until {}", format_time(until)),
+                    KeyState::Expired { since } => format!("expired since {}", format_time(since)),
+                    KeyState::Configured => "accepted (keys.verification_keys)".to_string(),
+                    KeyState::Unreadable(why) => format!("unreadable, ignored ({why})"),
+                };
+                println!("{}\t{}\t{state}", key.kid, key.algorithm.as_str());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+fn format_time(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{unix}"))
 }
 
 fn client(settings: &Settings, cmd: ClientCommand) -> Result<(), String> {

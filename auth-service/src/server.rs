@@ -88,7 +88,7 @@ pub async fn start_with_clock(
     clock: SharedClock,
 ) -> Result<RunningServer, StartError> {
     let (db, keys, instance_lock) = {
-        let settings = settings.clone();
+        let (settings, now) = (settings.clone(), clock.now());
         tokio::task::spawn_blocking(move || {
             let db = Database::connect(&settings)?;
             let instance_lock = claim_single_instance(&settings)?;
@@ -96,12 +96,14 @@ pub async fn start_with_clock(
             if !applied.is_empty() {
                 log::info!("applied migrations: {}", applied.join(", "));
             }
-            let keys = Keys::load(&settings)?;
+            let keys = Keys::load_at(&settings, now)?;
             Ok::<_, StartError>((db, keys, instance_lock))
         })
         .await??
     };
     log::info!("database backend: {}", db.backend());
+    let live_access = keys.live_access.clone();
+    let key_clock = clock.clone();
     let metrics = Arc::new(
         Metrics::new()
             .map_err(|e| StartError::Domain(crate::domain::Error::Internal(Box::new(e))))?,
@@ -206,6 +208,37 @@ pub async fn start_with_clock(
             }
         }
     });
+    // A key rotation (`keys rotate`, here or on another replica sharing keys.dir): the new
+    // active key and the retired ones, re-read off the async workers; expired retired keys
+    // drop out the same way.
+    {
+        let settings = settings.clone();
+        actix_web::rt::spawn(async move {
+            let mut tick = actix_web::rt::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (settings, now) = (settings.clone(), key_clock.now());
+                let read = tokio::task::spawn_blocking(move || Keys::reload_at(&settings, now));
+                match read.await {
+                    Ok(Ok(keys)) => {
+                        if live_access.replace(keys.access)
+                            && let Some((active, accepted)) = live_access.kids()
+                        {
+                            log::info!(
+                                "access-token keys changed: signing with kid {active}; \
+                                 accepting {}",
+                                accepted.join(", ")
+                            );
+                        }
+                    }
+                    Ok(Err(e)) => log::warn!("re-reading the keys failed (kept as they are): {e}"),
+                    Err(e) => log::warn!("re-reading the keys failed (kept as they are): {e}"),
+                }
+            }
+        });
+    }
     // Other replicas' revocations, pushed (PostgreSQL LISTEN/NOTIFY).
     let stop_feed = Arc::new(AtomicBool::new(false));
     {

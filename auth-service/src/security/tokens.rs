@@ -6,6 +6,7 @@
 //! a test clock moves token expiry too.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Header, Validation};
@@ -128,6 +129,7 @@ struct Checker {
 struct Family {
     set: KeySet,
     typ: &'static str,
+    issuer: String,
     audience: String,
     leeway: i64,
     checkers: HashMap<String, Checker>,
@@ -158,6 +160,7 @@ impl Family {
         Family {
             set,
             typ,
+            issuer: issuer.to_string(),
             audience: audience.to_string(),
             leeway,
             checkers,
@@ -220,9 +223,53 @@ impl Family {
     }
 }
 
+/// The access-token family of a running [`Tokens`], replaceable while it runs: a rotation
+/// (`keys rotate`) is swapped in here by the server's key-reload task. Readers take a
+/// short read lock to clone an `Arc`; nothing on the verify path touches the file system.
+#[derive(Clone, Default)]
+pub struct LiveAccessKeys(Arc<OnceLock<Arc<RwLock<Arc<Family>>>>>);
+
+impl LiveAccessKeys {
+    fn current(&self) -> Option<Arc<Family>> {
+        let slot = self.0.get()?;
+        let family = slot.read().unwrap_or_else(|e| e.into_inner());
+        Some(family.clone())
+    }
+
+    /// The signing `kid` and every accepted `kid` (sorted) in use now; `None` before the
+    /// [`Tokens`] these keys were given to exists.
+    pub fn kids(&self) -> Option<(String, Vec<String>)> {
+        self.current().map(|f| kids_of(&f.set))
+    }
+
+    /// Makes `set` the access keys: new tokens are signed with its signing key, and only
+    /// its keys verify. Returns whether anything changed (`false` also before the
+    /// [`Tokens`] exists).
+    pub fn replace(&self, set: KeySet) -> bool {
+        let Some(slot) = self.0.get() else {
+            return false;
+        };
+        let Some(old) = self.current() else {
+            return false;
+        };
+        if kids_of(&old.set) == kids_of(&set) {
+            return false;
+        }
+        let family = Family::new(set, old.typ, &old.issuer, &old.audience, old.leeway);
+        *slot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(family);
+        true
+    }
+}
+
+fn kids_of(set: &KeySet) -> (String, Vec<String>) {
+    let mut kids: Vec<String> = set.verifying.keys().cloned().collect();
+    kids.sort();
+    (set.signing.kid.clone(), kids)
+}
+
 /// Issues and checks tokens with the configured keys and lifetimes.
 pub struct Tokens {
-    access: Family,
+    access: Arc<RwLock<Arc<Family>>>,
     refresh: Family,
     issuer: String,
     access_ttl: i64,
@@ -250,14 +297,17 @@ impl Tokens {
         let leeway = settings.leeway.as_secs_i64();
         // A refresh token is addressed to this service itself, never to resource servers.
         let refresh_audience = format!("{}#refresh", settings.issuer);
+        let access = Arc::new(RwLock::new(Arc::new(Family::new(
+            keys.access,
+            ACCESS_TYP,
+            &settings.issuer,
+            &settings.audience,
+            leeway,
+        ))));
+        // The first `Tokens` made from these keys is the one the reload task updates.
+        let _ = keys.live_access.0.set(access.clone());
         Tokens {
-            access: Family::new(
-                keys.access,
-                ACCESS_TYP,
-                &settings.issuer,
-                &settings.audience,
-                leeway,
-            ),
+            access,
             refresh: Family::new(
                 keys.refresh,
                 REFRESH_TYP,
@@ -274,16 +324,25 @@ impl Tokens {
         self.access_ttl
     }
 
+    /// The access-token family in use now (a rotation may replace it at any time).
+    fn access(&self) -> Arc<Family> {
+        self.access
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The public keys that verify access tokens (see [`KeySet::jwks`]).
     pub fn jwks(&self) -> crate::security::keys::JwkSet {
-        self.access.set.jwks()
+        self.access().set.jwks()
     }
 
     /// Signs a new access token, valid from `now` for `access_ttl`.
     pub fn issue_access(&self, grant: AccessGrant<'_>, now: i64) -> Result<String, SigningError> {
-        self.access.sign(&AccessClaims {
+        let access = self.access();
+        access.sign(&AccessClaims {
             iss: self.issuer.clone(),
-            aud: self.access.audience.clone(),
+            aud: access.audience.clone(),
             sub: grant.user_id,
             exp: now.saturating_add(self.access_ttl),
             nbf: now,
@@ -302,9 +361,10 @@ impl Tokens {
         scope: &str,
         now: i64,
     ) -> Result<String, SigningError> {
-        self.access.sign(&ClientClaims {
+        let access = self.access();
+        access.sign(&ClientClaims {
             iss: self.issuer.clone(),
-            aud: self.access.audience.clone(),
+            aud: access.audience.clone(),
             sub: client_id.to_string(),
             client_id: client_id.to_string(),
             scope: scope.to_string(),
@@ -318,7 +378,7 @@ impl Tokens {
     /// Checks a machine client's access token (a user's does not pass: it has no
     /// `client_id`; and the reverse: a client's has no `sid`).
     pub fn check_client(&self, token: &str, now: i64) -> Result<ClientClaims, TokenError> {
-        self.access.check(token, Expiry::Enforce, now)
+        self.access().check(token, Expiry::Enforce, now)
     }
 
     /// Signs a refresh token from its stored row. The same row always yields the same token
@@ -342,7 +402,7 @@ impl Tokens {
         expiry: Expiry,
         now: i64,
     ) -> Result<AccessClaims, TokenError> {
-        self.access.check(token, expiry, now)
+        self.access().check(token, expiry, now)
     }
 
     pub fn check_refresh(

@@ -251,6 +251,8 @@ fn help_for_every_command() {
         vec!["serve", "--help"],
         vec!["migrate", "--help"],
         vec!["check-config", "--help"],
+        vec!["keys", "rotate", "--help"],
+        vec!["keys", "list", "--help"],
     ] {
         let out = command(dir.path()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -495,4 +497,168 @@ fn client_commands_register_list_rotate_and_delete() {
     );
     assert!(cli(&["client", "delete", "posts-api"], "").status.success());
     assert!(!cli(&["client", "delete", "posts-api"], "").status.success());
+}
+
+/// Settings the key-rotation test shares between its servers and the command line: the same
+/// keys.dir, lifetimes and reload interval (a retired key's time depends on all three).
+const ROTATION_ENV: [(&str, &str); 3] = [
+    ("AUTH__TOKENS__ACCESS_TTL", "60s"),
+    ("AUTH__TOKENS__LEEWAY", "0s"),
+    ("AUTH__REVOCATION__POLL_INTERVAL", "200ms"),
+];
+
+fn keys_command(app: &TestApp, args: &[&str]) -> String {
+    let mut c = command(app.data_dir.path());
+    c.arg("keys")
+        .args(args)
+        .env("AUTH__DATA_DIR", app.data_dir.path())
+        .env("AUTH__DATABASE__URL", &app.db.url);
+    for (k, v) in ROTATION_ENV {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "keys {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn published_kids(app: &TestApp, public: &str) -> Vec<String> {
+    let r = app
+        .send(app.client.get(format!("{public}/.well-known/jwks.json")))
+        .await;
+    assert_eq!(r.status, 200);
+    let mut kids: Vec<String> = r.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect();
+    kids.sort();
+    kids
+}
+
+/// Waits (the servers re-read keys.dir every 200 ms here) until `done`, for at most 5 s.
+async fn within_seconds<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    for _ in 0..50 {
+        if done().await {
+            return;
+        }
+        sleep_secs(0.1).await;
+    }
+    panic!("not within 5 s: {what}");
+}
+
+both_backends! {
+    async fn keys_rotate_switches_running_replicas_and_retires_the_old_key(b: Backend) {
+        let app = TestApp::spawn_with(b, &ROTATION_ENV).await;
+        // SQLite serves one instance; on PostgreSQL a replica shares keys.dir too.
+        let replica = match b {
+            Backend::Postgres => Some(app.replica(&[]).await),
+            _ => None,
+        };
+        let publics: Vec<String> = std::iter::once(app.public.clone()).chain(replica.iter().map(|r| r.public.clone())).collect();
+        let internals: Vec<String> = std::iter::once(app.internal.clone()).chain(replica.iter().map(|r| r.internal.clone())).collect();
+        let (first, _) = app.signed_in("alice").await;
+        let old_kid = header(&first)["kid"].as_str().unwrap().to_string();
+        // Issued before the rotation, never verified before it (so not in the verify cache).
+        let old_token = app.login("alice", "correct horse battery").await.str("access_token");
+        assert_eq!(published_kids(&app, &app.public).await, std::slice::from_ref(&old_kid));
+
+        let out = keys_command(&app, &["rotate"]);
+        let new_kid = out
+            .lines()
+            .find_map(|l| l.strip_prefix("new active access-token key: kid="))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_string();
+        assert_ne!(new_kid, old_kid);
+        assert!(out.contains(&format!("retired kid={old_kid}: still published and accepted until")), "{out}");
+        assert!(!out.contains("PRIVATE"), "{out}");
+
+        // Both instances switch: new tokens carry the new kid, both keys are published.
+        let mut both = vec![old_kid.clone(), new_kid.clone()];
+        both.sort();
+        for public in &publics {
+            within_seconds("the new key is published", || async {
+                published_kids(&app, public).await == both
+            })
+            .await;
+        }
+        within_seconds("new tokens carry the new kid", || async {
+            let r = app.login("alice", "correct horse battery").await;
+            header(&r.str("access_token"))["kid"] == new_kid.as_str()
+        })
+        .await;
+        let new_token = app.login("alice", "correct horse battery").await.str("access_token");
+        for internal in &internals {
+            assert_eq!(app.verify_at(internal, &old_token).await.status, 200, "old key still verifies");
+            assert_eq!(app.verify_at(internal, &new_token).await.status, 200);
+        }
+
+        let listed = keys_command(&app, &["list"]);
+        assert!(listed.contains(&format!("{new_kid}\tEdDSA\tactive")), "{listed}");
+        assert!(listed.contains(&format!("{old_kid}\tEdDSA\tretired until ")), "{listed}");
+        assert!(!listed.contains("KEY-----"), "{listed}");
+
+        // After access_ttl (+ leeway, + twice the reload interval) every token the old key
+        // signed has expired: the servers drop it.
+        app.advance(60 + 1 + 5);
+        for public in &publics {
+            within_seconds("the old key is dropped", || async {
+                published_kids(&app, public).await == [new_kid.clone()]
+            })
+            .await;
+        }
+        let fresh = app.login("alice", "correct horse battery").await.str("access_token");
+        assert_eq!(header(&fresh)["kid"], new_kid.as_str());
+        for internal in &internals {
+            assert_eq!(app.verify_at(internal, &fresh).await.status, 200);
+        }
+    }
+}
+
+#[test]
+fn keys_rotate_refuses_a_configured_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = auth_service::security::keys::generate(auth_service::config::SigningAlgorithm::EdDSA)
+        .unwrap();
+    let file = dir.path().join("access.pem");
+    std::fs::write(&file, secrecy::ExposeSecret::expose_secret(&key)).unwrap();
+    let out = command(dir.path())
+        .args(["keys", "rotate"])
+        .env("AUTH__KEYS__SIGNING_KEY_FILE", &file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("keys.signing_key_file is set") && err.contains("keys.verification_keys"),
+        "{err}"
+    );
+    // The configured key is listed as active, by kid only.
+    let out = command(dir.path())
+        .args(["keys", "list"])
+        .env("AUTH__KEYS__SIGNING_KEY_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\tEdDSA\tactive") && !text.contains("KEY-----"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("data/keys/access-eddsa.pem").exists(),
+        "generated nothing"
+    );
 }
