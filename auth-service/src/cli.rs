@@ -81,6 +81,18 @@ enum ClientCommand {
         /// A scope the client-credentials grant may give it (repeatable).
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
+        /// Read the secret from this file (surrounding whitespace dropped) instead of
+        /// standard input, e.g. a Docker secret.
+        #[arg(long, value_name = "PATH", conflicts_with = "secret_env")]
+        secret_file: Option<std::path::PathBuf>,
+        /// Read the secret from this environment variable instead of standard input (for
+        /// provisioning, e.g. a docker-compose one-shot service).
+        #[arg(long, value_name = "NAME")]
+        secret_env: Option<String>,
+        /// If the client id is taken, give that client this secret, these permissions and
+        /// scopes instead of failing: running the command again converges.
+        #[arg(long)]
+        update_existing: bool,
     },
     /// List the registered clients and what each may do.
     List,
@@ -350,8 +362,15 @@ fn client(settings: &Settings, cmd: ClientCommand) -> Result<(), String> {
             client_credentials,
             password_grant,
             scopes,
+            secret_file,
+            secret_env,
+            update_existing,
         } => {
-            let given = read_client_secret()?;
+            let given = match (secret_file, secret_env) {
+                (Some(path), _) => Some(read_secret_file(&path)?),
+                (None, Some(name)) => Some(read_secret_env(&name)?),
+                (None, None) => read_client_secret()?,
+            };
             let secrets = secrets()?;
             let mut conn = connect(settings)?;
             let permissions = Permissions {
@@ -359,17 +378,32 @@ fn client(settings: &Settings, cmd: ClientCommand) -> Result<(), String> {
                 client_credentials,
                 password: password_grant,
             };
-            let (client, generated) = clients::create_client(
-                &mut conn,
-                &secrets,
-                &client_id,
-                given,
-                permissions,
-                &scopes,
-                SystemClock.now(),
-            )
+            let now = SystemClock.now();
+            let (client, generated, created) = if update_existing {
+                clients::create_or_update_client(
+                    &mut conn,
+                    &secrets,
+                    &client_id,
+                    given,
+                    permissions,
+                    &scopes,
+                    now,
+                )
+            } else {
+                clients::create_client(
+                    &mut conn,
+                    &secrets,
+                    &client_id,
+                    given,
+                    permissions,
+                    &scopes,
+                    now,
+                )
+                .map(|(client, generated)| (client, generated, true))
+            }
             .map_err(|e| describe(&e))?;
-            println!("created client {}", describe_client(&client));
+            let verb = if created { "created" } else { "updated" };
+            println!("{verb} client {}", describe_client(&client));
             show(generated);
         }
         ClientCommand::List => {
@@ -431,6 +465,28 @@ fn describe_client(c: &crate::domain::clients::Client) -> String {
 
 /// A client secret from standard input, or `None` (generate one) when stdin is a terminal
 /// or empty.
+/// A client secret kept in a file; an empty file is an error, not "generate one".
+fn read_secret_file(path: &std::path::Path) -> Result<SecretString, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(format!("the secret file {} is empty", path.display()));
+    }
+    Ok(SecretString::from(secret.to_string()))
+}
+
+/// A client secret in an environment variable; unset or empty is an error.
+fn read_secret_env(name: &str) -> Result<SecretString, String> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_string())),
+        Ok(_) => Err(format!("the environment variable {name} is empty")),
+        Err(_) => Err(format!(
+            "the environment variable {name} is not set (or not UTF-8)"
+        )),
+    }
+}
+
 fn read_client_secret() -> Result<Option<SecretString>, String> {
     if std::io::stdin().is_terminal() {
         return Ok(None);

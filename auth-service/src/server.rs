@@ -144,6 +144,7 @@ pub async fn start_with_clock(
         services,
         metrics,
         trusted_proxies: settings.server.trusted_proxies.clone(),
+        require_verify_client: settings.verify.require_client,
         discovery: crate::http::wellknown::discovery(
             &settings.tokens.issuer,
             public_url.trim_end_matches('/'),

@@ -21,6 +21,7 @@
 //!         url: "http://auth-service:8081/verify".into(),
 //!         timeout: Duration::from_secs(2),
 //!         cache_ttl: Duration::ZERO, // off: revocations take effect at once
+//!         client: None,              // or Some(ClientCredentials { id, secret })
 //!     })
 //!     .map_err(std::io::Error::other)?;
 //!     let verify = web::Data::new(verify); // one client, shared by every worker
@@ -55,5 +56,6 @@ pub mod verify;
 
 pub use extractor::{AuthError, Authenticated};
 pub use verify::{
-    BearerToken, Identity, Rejection, UserId, VerifyClient, VerifyConfig, VerifyError,
+    BearerToken, ClientCredentials, Identity, Rejection, UserId, VerifyClient, VerifyConfig,
+    VerifyError,
 };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::verify::{VerifyClient, VerifyConfig};
+use crate::verify::{ClientCredentials, VerifyClient, VerifyConfig};
 
 /// Environment prefix: `RS__AUTH__VERIFY_URL` sets `auth.verify_url`.
 pub const ENV_PREFIX: &str = "RS";
@@ -47,6 +47,15 @@ pub struct AuthSettings {
     /// Reuse a positive answer for this long; `0s` (the default) turns the cache off.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
+    /// This service's client id, for an auth service with `verify.require_client` on.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Its secret, inline; or
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// from a file (surrounding whitespace dropped), e.g. a Docker secret.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
 }
 
 /// Where the configuration comes from; tests pass their own environment map.
@@ -134,17 +143,63 @@ impl Settings {
         Ok(())
     }
 
-    pub fn verify_config(&self) -> VerifyConfig {
-        VerifyConfig {
+    /// The client credentials, read from `auth.client_secret_file` when that is the source.
+    fn client_credentials(&self) -> Result<Option<ClientCredentials>, SettingsError> {
+        let a = &self.auth;
+        let err = |key: &str, msg: String| Err(SettingsError(format!("{key}: {msg}")));
+        let secret = match (&a.client_secret, &a.client_secret_file) {
+            (Some(_), Some(_)) => {
+                return err(
+                    "auth.client_secret",
+                    "set it or auth.client_secret_file, not both".into(),
+                );
+            }
+            (Some(s), None) => Some(s.trim().to_string()),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(s) => Some(s.trim().to_string()),
+                Err(e) => {
+                    return err(
+                        "auth.client_secret_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                }
+            },
+            (None, None) => None,
+        };
+        match (&a.client_id, secret) {
+            (None, None) => Ok(None),
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+                Ok(Some(ClientCredentials {
+                    id: id.clone(),
+                    secret,
+                }))
+            }
+            (Some(id), Some(_)) if id.is_empty() => {
+                err("auth.client_id", "must not be empty".into())
+            }
+            (Some(_), _) => err(
+                "auth.client_secret",
+                "auth.client_id is set: give its secret (or auth.client_secret_file)".into(),
+            ),
+            (None, Some(_)) => err(
+                "auth.client_id",
+                "a client secret is set: give the client id it belongs to".into(),
+            ),
+        }
+    }
+
+    pub fn verify_config(&self) -> Result<VerifyConfig, SettingsError> {
+        Ok(VerifyConfig {
             url: self.auth.verify_url.clone(),
             timeout: self.auth.timeout,
             cache_ttl: self.auth.cache_ttl,
-        }
+            client: self.client_credentials()?,
+        })
     }
 
     /// The client for `/verify`; errors name the `auth.*` key.
     pub fn verify_client(&self) -> Result<VerifyClient, SettingsError> {
-        VerifyClient::new(&self.verify_config()).map_err(|e| SettingsError(format!("auth.{e}")))
+        VerifyClient::new(&self.verify_config()?).map_err(|e| SettingsError(format!("auth.{e}")))
     }
 
     /// The effective configuration, one `key = value` line per setting.
@@ -160,6 +215,21 @@ impl Settings {
             ),
             ("auth.verify_url", format!("{:?}", self.auth.verify_url)),
             ("auth.timeout", dur(self.auth.timeout)),
+            (
+                "auth.client_id",
+                self.auth
+                    .client_id
+                    .as_ref()
+                    .map_or_else(|| "<unset>".into(), |id| format!("{id:?}")),
+            ),
+            (
+                "auth.client_secret",
+                if self.auth.client_secret.is_some() || self.auth.client_secret_file.is_some() {
+                    "<redacted>".into()
+                } else {
+                    "<unset>".into()
+                },
+            ),
             (
                 "auth.cache_ttl",
                 if self.auth.cache_ttl.is_zero() {
@@ -196,6 +266,61 @@ mod tests {
         assert_eq!(s.auth.verify_url, "http://127.0.0.1:8081/verify");
         assert_eq!(s.auth.timeout, Duration::from_secs(2));
         assert!(s.auth.cache_ttl.is_zero());
+        assert!(s.verify_config().unwrap().client.is_none());
+    }
+
+    #[test]
+    fn client_credentials_come_in_pairs_and_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("rs-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        std::fs::write(&file, "file-secret\n").unwrap();
+        let file = file.to_str().unwrap();
+        let s = load(&[
+            ("RS__AUTH__CLIENT_ID", "posts-api"),
+            ("RS__AUTH__CLIENT_SECRET_FILE", file),
+        ])
+        .unwrap();
+        let c = s.verify_config().unwrap().client.unwrap();
+        assert_eq!(
+            (c.id.as_str(), c.secret.as_str()),
+            ("posts-api", "file-secret")
+        );
+        assert!(!format!("{c:?}").contains("file-secret"));
+        assert!(!s.summary().contains("file-secret"));
+        let s = load(&[
+            ("RS__AUTH__CLIENT_ID", "posts-api"),
+            ("RS__AUTH__CLIENT_SECRET", "inline"),
+        ])
+        .unwrap();
+        assert_eq!(s.verify_config().unwrap().client.unwrap().secret, "inline");
+        assert!(!s.summary().contains("inline"));
+        for (pairs, key) in [
+            (
+                vec![("RS__AUTH__CLIENT_ID", "posts-api")],
+                "auth.client_secret",
+            ),
+            (vec![("RS__AUTH__CLIENT_SECRET", "s")], "auth.client_id"),
+            (
+                vec![
+                    ("RS__AUTH__CLIENT_ID", "a"),
+                    ("RS__AUTH__CLIENT_SECRET", "s"),
+                    ("RS__AUTH__CLIENT_SECRET_FILE", file),
+                ],
+                "auth.client_secret",
+            ),
+            (
+                vec![
+                    ("RS__AUTH__CLIENT_ID", "a"),
+                    ("RS__AUTH__CLIENT_SECRET_FILE", "/nonexistent/secret"),
+                ],
+                "auth.client_secret_file",
+            ),
+        ] {
+            let e = load(&pairs).unwrap_err().to_string();
+            assert!(e.contains(key), "{pairs:?}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -33,7 +33,49 @@ pub struct VerifyConfig {
     /// turns the cache off. A logout or a detected refresh-token replay then reaches this
     /// service up to this much later, so keep it short or keep it off.
     pub cache_ttl: Duration,
+    /// This service's client credentials, for an auth service with `verify.require_client`
+    /// on (a client registered with `--introspect`); `None` sends none.
+    pub client: Option<ClientCredentials>,
 }
+
+/// A client id and secret for `/verify`. `Debug` hides the secret.
+#[derive(Clone)]
+pub struct ClientCredentials {
+    pub id: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ClientCredentials {
+    /// `Basic …` of the form-encoded id and secret (RFC 6749 2.3.1), marked sensitive so
+    /// it is never logged by the HTTP stack.
+    fn header_value(&self) -> Result<reqwest::header::HeaderValue, ConfigError> {
+        use base64::Engine;
+        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        let pair = format!(
+            "{}:{}",
+            utf8_percent_encode(&self.id, NON_ALPHANUMERIC),
+            utf8_percent_encode(&self.secret, NON_ALPHANUMERIC)
+        );
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {encoded}"))
+            .map_err(|_| ConfigError("client_secret: cannot be sent in a header".into()))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// The header `/verify` reads the caller's client credentials from (`Authorization` carries
+/// the token being checked).
+const CLIENT_AUTHORIZATION: &str = "x-client-authorization";
 
 /// A user id as the auth service issues it (the token's `sub`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -188,6 +230,8 @@ struct Inner {
     http: reqwest::Client,
     url: reqwest::Url,
     cache: Option<PositiveCache>,
+    /// `Basic …` for `X-Client-Authorization`, when client credentials are configured.
+    client: Option<reqwest::header::HeaderValue>,
 }
 
 impl fmt::Debug for VerifyClient {
@@ -226,8 +270,18 @@ impl VerifyClient {
             .build()
             .map_err(|e| ConfigError(format!("cannot build the HTTP client: {e}")))?;
         let cache = (!config.cache_ttl.is_zero()).then(|| PositiveCache::new(config.cache_ttl));
+        let client = config
+            .client
+            .as_ref()
+            .map(ClientCredentials::header_value)
+            .transpose()?;
         Ok(VerifyClient {
-            inner: Arc::new(Inner { http, url, cache }),
+            inner: Arc::new(Inner {
+                http,
+                url,
+                cache,
+                client,
+            }),
         })
     }
 
@@ -247,12 +301,16 @@ impl VerifyClient {
 
     async fn ask(&self, token: &BearerToken) -> Result<Identity, VerifyError> {
         let unavailable = |what: String| VerifyError::Unavailable(what);
-        let mut response = self
+        let mut request = self
             .inner
             .http
             .get(self.inner.url.clone())
             .bearer_auth(token.as_str())
-            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(client) = &self.inner.client {
+            request = request.header(CLIENT_AUTHORIZATION, client.clone());
+        }
+        let mut response = request
             .send()
             .await
             .map_err(|e| unavailable(describe_transport_error(e)))?;
@@ -290,6 +348,12 @@ impl VerifyClient {
                 let code = serde_json::from_slice::<Inactive>(&body)
                     .map(|i| i.error)
                     .unwrap_or_default();
+                if code == "invalid_client" {
+                    // This service was refused, not the token: no answer about the token.
+                    return Err(unavailable(
+                        "/verify refused this service's client credentials (auth.client_id, auth.client_secret)".into(),
+                    ));
+                }
                 Err(VerifyError::Rejected(match code.as_str() {
                     "token_expired" => Rejection::Expired,
                     "token_revoked" => Rejection::Revoked,

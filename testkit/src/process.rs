@@ -79,12 +79,32 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
 }
 
 /// A port nobody listens on right now.
+/// A port nothing listens on, for a child process to bind. Taken below the kernel's
+/// ephemeral range (`ip_local_port_range`, 32768 and up here), where `bind(0)` and the
+/// outgoing connections of the many tests running at once never land, so the port stays
+/// free between this check and the child's bind; and handed out once per test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    // Each test binary starts at its own offset, so consecutive binaries (and a port a
+    // previous one left in TIME_WAIT) rarely meet.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("0.0.0.0", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 pub type Env = BTreeMap<String, String>;
@@ -179,6 +199,8 @@ impl Service {
                     .as_mut()
                     .and_then(|c| c.try_wait().ok().flatten())
                 {
+                    // Let the reader threads drain what it wrote before it died.
+                    sleep_secs(0.3).await;
                     panic!(
                         "{} exited during start-up ({status}):\n{}",
                         self.name,

@@ -75,6 +75,10 @@ section! {
         /// Revocation is checked on every call regardless.
         #[serde(deserialize_with = "values::whole")]
         pub cache_size: usize = 50_000,
+        /// When on, `/verify` answers only callers that authenticate as a client registered
+        /// with `--introspect` (HTTP Basic in `X-Client-Authorization`), as
+        /// `/oauth/introspect` does; others get 401 `invalid_client`.
+        pub require_client: bool = false,
     }
 }
 

@@ -220,5 +220,5 @@ fn check_config_prints_every_key_as_configured() {
     }
     // Every key of the defaults is printed, so the list of keys cannot drift from the types.
     let keys = summary.lines().filter(|l| !l.starts_with('#')).count();
-    assert_eq!(keys, 44, "{summary}");
+    assert_eq!(keys, 45, "{summary}");
 }

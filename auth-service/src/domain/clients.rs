@@ -17,6 +17,10 @@ use crate::storage::clients::{self as client_table, ClientRecord};
 
 /// How long a server trusts a client record it has read.
 pub const CACHE_SECS: i64 = 5;
+/// While the database is unavailable, a record read within this long is still used, so
+/// resource servers that authenticate (introspection, `/verify` with
+/// `verify.require_client`) ride out an outage as `/verify` itself does.
+pub const STALE_IF_ERROR_SECS: i64 = 600;
 const MAX_CLIENT_ID_CHARS: usize = 64;
 /// The longest secret accepted (and checked).
 const MAX_SECRET_BYTES: usize = 512;
@@ -113,6 +117,54 @@ pub fn create_client(
     scopes: &[String],
     now: i64,
 ) -> Result<(Client, Option<SecretString>), Error> {
+    register(
+        conn,
+        secrets,
+        client_id,
+        secret,
+        permissions,
+        scopes,
+        now,
+        false,
+    )
+    .map(|(client, secret, _)| (client, secret))
+}
+
+/// [`create_client`], or, when the id is taken, the same client given this secret,
+/// these permissions and scopes: running it again converges (for provisioning). The
+/// `bool` says whether the client was created.
+pub fn create_or_update_client(
+    conn: &mut DbConn,
+    secrets: &ClientSecrets,
+    client_id: &str,
+    secret: Option<SecretString>,
+    permissions: Permissions,
+    scopes: &[String],
+    now: i64,
+) -> Result<(Client, Option<SecretString>, bool), Error> {
+    register(
+        conn,
+        secrets,
+        client_id,
+        secret,
+        permissions,
+        scopes,
+        now,
+        true,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn register(
+    conn: &mut DbConn,
+    secrets: &ClientSecrets,
+    client_id: &str,
+    secret: Option<SecretString>,
+    permissions: Permissions,
+    scopes: &[String],
+    now: i64,
+    update_existing: bool,
+) -> Result<(Client, Option<SecretString>, bool), Error> {
     validate_client_id(client_id)?;
     validate_scopes(scopes)?;
     let (secret, generated) = choose_secret(secret)?;
@@ -126,12 +178,14 @@ pub fn create_client(
         created_at: now,
         updated_at: now,
     };
-    if !client_table::insert(conn, &record)? {
+    let created = client_table::insert(conn, &record)?;
+    let replaced = !created && update_existing && client_table::replace(conn, &record)?;
+    if !created && !replaced {
         return Err(Error::Validation(format!(
             "client id: {client_id:?} is taken"
         )));
     }
-    Ok((Client::from(&record), generated.then_some(secret)))
+    Ok((Client::from(&record), generated.then_some(secret), created))
 }
 
 pub fn list_clients(conn: &mut DbConn) -> Result<Vec<Client>, Error> {
@@ -233,23 +287,51 @@ impl Clients {
         Ok(allowed.then_some(claims))
     }
 
-    /// The client's record, from the cache while fresh.
+    /// The client's record, from the cache while fresh; while the database is unavailable,
+    /// from the cache up to [`STALE_IF_ERROR_SECS`] old.
     async fn record(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
         let now = self.ctx.now();
-        Ok(match self.cache.get(client_id) {
-            Some((record, read_at)) if now - read_at < CACHE_SECS => record,
-            _ => {
-                let id = client_id.to_string();
-                let record = self
-                    .ctx
-                    .db
-                    .run(move |conn| client_table::find(conn, &id))
-                    .await?;
+        let cached = self.cache.get(client_id);
+        if let Some((record, read_at)) = &cached
+            && now - read_at < CACHE_SECS
+        {
+            return Ok(record.clone());
+        }
+        let id = client_id.to_string();
+        match self
+            .ctx
+            .db
+            .run(move |conn| client_table::find(conn, &id))
+            .await
+            .map_err(Error::from)
+        {
+            Ok(record) => {
                 self.cache
                     .insert(client_id.to_string(), (record.clone(), now));
-                record
+                Ok(record)
             }
-        })
+            Err(e @ Error::Unavailable(_)) => match cached {
+                Some((record, read_at)) if now - read_at < STALE_IF_ERROR_SECS => Ok(record),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A resource server: a client with this id and secret that may check tokens
+    /// (`--introspect`); `InvalidClient` for bad credentials, `UnauthorizedClient` for a
+    /// client without the permission.
+    pub async fn authenticate_resource_server(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Client, Error> {
+        let client = self.authenticate(client_id, secret).await?;
+        if client.can_introspect {
+            Ok(client)
+        } else {
+            Err(Error::UnauthorizedClient)
+        }
     }
 
     /// The client with this id and secret, or `InvalidClient` (the same for an unknown id

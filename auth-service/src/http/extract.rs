@@ -122,6 +122,40 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
+/// Why a `Basic` credentials header was not usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BasicError {
+    /// Another scheme, e.g. `Bearer`.
+    NotBasic,
+    /// `Basic`, but not base64 of `id:secret` in UTF-8.
+    Malformed,
+}
+
+/// The client id and secret of a `Basic …` header value (RFC 7617), each form-URL-decoded
+/// as RFC 6749 2.3.1 asks.
+pub fn basic_credentials(value: &header::HeaderValue) -> Result<(String, String), BasicError> {
+    use base64::Engine;
+    let value = value.to_str().map_err(|_| BasicError::Malformed)?;
+    let (scheme, encoded) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(BasicError::NotBasic);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or(BasicError::Malformed)?;
+    let (id, secret) = decoded.split_once(':').ok_or(BasicError::Malformed)?;
+    let form_decode = |s: &str| {
+        // `+` is a space in form encoding.
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| BasicError::Malformed)
+    };
+    Ok((form_decode(id)?, form_decode(secret)?))
+}
+
 /// The token of an `Authorization: Bearer …` header.
 pub fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
     use crate::domain::Error::InvalidToken;

@@ -34,6 +34,8 @@ pub struct AppState {
     pub discovery: serde_json::Value,
     /// `openapi.yaml` as JSON.
     pub openapi: actix_web::web::Bytes,
+    /// `verify.require_client`: `/verify` answers authenticated resource servers only.
+    pub require_verify_client: bool,
 }
 
 pub(crate) type State = web::Data<AppState>;

@@ -10,15 +10,13 @@ use actix_web::error::UrlencodedError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Error;
 use crate::domain::clients::Client;
 use crate::domain::sessions::{Introspection, IssuedTokens};
 use crate::http::State;
-use crate::http::extract::MAX_BODY_BYTES;
+use crate::http::extract::{BasicError, MAX_BODY_BYTES, basic_credentials};
 use crate::model::ClientInfo;
 
 /// An OAuth error answer (RFC 6749 5.2, RFC 7662, RFC 7009).
@@ -166,15 +164,6 @@ pub struct OAuthForm {
     client_secret: Option<String>,
 }
 
-fn percent_decode(s: &str) -> Result<String, OAuthError> {
-    // `+` is a space in form encoding.
-    let s = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&s)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| OAuthError::invalid_request("client credentials are not UTF-8"))
-}
-
 /// The client's credentials, from `Authorization: Basic` or the body; `None` when neither
 /// is given. Both at once is refused (RFC 6749 2.3).
 fn client_credentials(
@@ -183,30 +172,16 @@ fn client_credentials(
 ) -> Result<Option<(String, String)>, OAuthError> {
     let basic = match req.headers().get(header::AUTHORIZATION) {
         None => None,
-        Some(value) => {
-            let value = value.to_str().map_err(|_| {
-                OAuthError::invalid_request("the Authorization header is not valid")
-            })?;
-            let (scheme, encoded) = value.split_once(' ').unwrap_or((value, ""));
-            if !scheme.eq_ignore_ascii_case("basic") {
-                return Err(OAuthError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    "clients authenticate with HTTP Basic",
-                ));
-            }
-            let decoded = STANDARD
-                .decode(encoded.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    OAuthError::invalid_request("the Basic credentials are not valid")
-                })?;
-            let (id, secret) = decoded.split_once(':').ok_or_else(|| {
+        Some(value) => Some(basic_credentials(value).map_err(|e| match e {
+            BasicError::NotBasic => OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "clients authenticate with HTTP Basic",
+            ),
+            BasicError::Malformed => {
                 OAuthError::invalid_request("the Basic credentials are not valid")
-            })?;
-            Some((percent_decode(id)?, percent_decode(secret)?))
-        }
+            }
+        })?),
     };
     let posted = match (&form.client_id, &form.client_secret) {
         (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),

@@ -5,10 +5,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
+use crate::domain::Error;
 use crate::domain::sessions::{AccessClaims, Answer, Verified};
 use crate::http::State;
 use crate::http::error::ApiError;
-use crate::http::extract::{MAX_BODY_BYTES, bearer_token, json_error};
+use crate::http::extract::{MAX_BODY_BYTES, basic_credentials, bearer_token, json_error};
 use crate::http::wire::{Active, Inactive, VerifyRequest};
 
 /// A `/verify` refusal: the usual error body plus `"active": false`.
@@ -81,7 +82,30 @@ fn render(claims: &AccessClaims) -> Answer {
     }
 }
 
+/// The header a resource server authenticates with when `verify.require_client` is on:
+/// `Authorization` carries the token being checked.
+pub const CLIENT_AUTHORIZATION: &str = "x-client-authorization";
+
+/// With `verify.require_client`, only a client registered to check tokens is answered.
+async fn check_caller(state: &State, req: &HttpRequest) -> Result<(), VerifyRejection> {
+    if !state.require_verify_client {
+        return Ok(());
+    }
+    let (id, secret) = req
+        .headers()
+        .get(CLIENT_AUTHORIZATION)
+        .ok_or(Error::InvalidClient)
+        .and_then(|v| basic_credentials(v).map_err(|_| Error::InvalidClient))?;
+    state
+        .services
+        .clients
+        .authenticate_resource_server(&id, &secret)
+        .await?;
+    Ok(())
+}
+
 pub async fn verify_get(state: State, req: HttpRequest) -> Result<HttpResponse, VerifyRejection> {
+    check_caller(&state, &req).await?;
     let token = bearer_token(&req)?;
     let claims = state.services.sessions.verify(token)?;
     Ok(verified(&claims))
@@ -89,8 +113,10 @@ pub async fn verify_get(state: State, req: HttpRequest) -> Result<HttpResponse, 
 
 pub async fn verify_post(
     state: State,
+    req: HttpRequest,
     body: web::Json<VerifyRequest>,
 ) -> Result<HttpResponse, VerifyRejection> {
+    check_caller(&state, &req).await?;
     let claims = state.services.sessions.verify(&body.token)?;
     Ok(verified(&claims))
 }

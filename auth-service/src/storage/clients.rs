@@ -78,6 +78,22 @@ pub fn list(conn: &mut DbConn) -> Result<Vec<ClientRecord>, StorageError> {
         .load(conn)?)
 }
 
+/// Replaces an existing client's secret hash, permissions and scopes (keeping its
+/// `created_at`); `false` if there is no such client.
+pub fn replace(conn: &mut DbConn, client: &ClientRecord) -> Result<bool, StorageError> {
+    Ok(diesel::update(clients::table.find(&client.client_id))
+        .set((
+            clients::secret_hash.eq(&client.secret_hash),
+            clients::can_introspect.eq(client.can_introspect),
+            clients::can_client_credentials.eq(client.can_client_credentials),
+            clients::can_password.eq(client.can_password),
+            clients::scopes.eq(&client.scopes),
+            clients::updated_at.eq(client.updated_at),
+        ))
+        .execute(conn)?
+        == 1)
+}
+
 /// `false` if there is no such client.
 pub fn delete(conn: &mut DbConn, client_id: &str) -> Result<bool, StorageError> {
     Ok(diesel::delete(clients::table.find(client_id)).execute(conn)? == 1)

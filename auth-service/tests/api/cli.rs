@@ -19,13 +19,7 @@ fn command(dir: &std::path::Path) -> Command {
     c
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testkit::free_port;
 
 #[test]
 fn check_config_redacts_secrets() {
@@ -497,6 +491,88 @@ fn client_commands_register_list_rotate_and_delete() {
     );
     assert!(cli(&["client", "delete", "posts-api"], "").status.success());
     assert!(!cli(&["client", "delete", "posts-api"], "").status.success());
+
+    // Provisioning: the secret from a file, and --update-existing converges.
+    let file = dir.path().join("worker.secret");
+    std::fs::write(&file, format!("  {}\n", "w".repeat(40))).unwrap();
+    let file = file.to_str().unwrap();
+    let create = |extra: &[&str]| {
+        let mut args = vec![
+            "client",
+            "create",
+            "--client-id",
+            "worker",
+            "--secret-file",
+            file,
+        ];
+        args.extend_from_slice(extra);
+        cli(&args, "")
+    };
+    let out = create(&["--introspect", "--update-existing"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("created client worker (may: introspect)"),
+        "{text}"
+    );
+    assert!(!text.contains("secret (shown once)") && !text.contains(&"w".repeat(40)));
+    assert!(
+        !create(&["--introspect"]).status.success(),
+        "a taken id without --update-existing"
+    );
+    let out = create(&[
+        "--client-credentials",
+        "--scope",
+        "jobs:run",
+        "--update-existing",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("updated client worker (may: client_credentials; scopes: jobs:run)"),
+        "{text}"
+    );
+    let listed = String::from_utf8_lossy(&cli(&["client", "list"], "").stdout).to_string();
+    assert!(
+        listed.contains("worker (may: client_credentials; scopes: jobs:run)"),
+        "{listed}"
+    );
+    std::fs::write(file, "\n").unwrap();
+    let out = create(&["--update-existing"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is empty"));
+    // Or from an environment variable, never echoed.
+    let from_env = |value: Option<&str>| {
+        let mut c = command(dir.path());
+        c.args([
+            "client",
+            "create",
+            "--client-id",
+            "env-client",
+            "--introspect",
+            "--update-existing",
+            "--secret-env",
+            "ENV_CLIENT_SECRET",
+        ]);
+        if let Some(v) = value {
+            c.env("ENV_CLIENT_SECRET", v);
+        }
+        run_with_stdin(c, "")
+    };
+    let out = from_env(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ENV_CLIENT_SECRET is not set"));
+    let secret = "e".repeat(36);
+    let out = from_env(Some(&secret));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&secret));
+    let out = from_env(Some(&secret));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("updated client env-client (may: introspect)")
+    );
 }
 
 /// Settings the key-rotation test shares between its servers and the command line: the same

@@ -181,3 +181,117 @@ both_backends! {
             .assert_error(404, "not_found");
     }
 }
+
+both_backends! {
+    async fn require_client_answers_resource_servers_only(b: Backend) {
+        use auth_service::domain::clients::Permissions;
+        let app = TestApp::spawn_with(b, &[("AUTH__VERIFY__REQUIRE_CLIENT", "true")]).await;
+        let (at, _) = app.signed_in("alice").await;
+        let rs = app.create_client("posts-api", Permissions { introspect: true, ..Permissions::default() }).await;
+        let other = app.create_client("web-app", Permissions::default()).await;
+        let basic = |id: &str, secret: &str| {
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
+        };
+        let get = |caller: Option<String>| {
+            let r = app.client.get(format!("{}/verify", app.internal)).bearer_auth(&at);
+            match caller {
+                Some(c) => r.header("x-client-authorization", c),
+                None => r,
+            }
+        };
+        // No caller credentials, wrong ones, or not Basic: 401 invalid_client, in /verify's shape.
+        for caller in [None, Some(basic("posts-api", "wrong-secret-wrong-secret-wrong-secret")), Some(basic("nobody", &rs)), Some(format!("Bearer {at}")), Some("Basic !!!".into())] {
+            let r = app.send(get(caller.clone())).await;
+            assert_eq!(r.status, 401, "{caller:?}: {}", r.body);
+            assert_eq!((&r.body["active"], &r.body["error"]), (&json!(false), &json!("invalid_client")), "{caller:?}");
+            assert!(r.header("www-authenticate").is_some_and(|h| h.starts_with("Basic ")));
+        }
+        // A client not registered to check tokens: 403.
+        let r = app.send(get(Some(basic("web-app", &other)))).await;
+        assert_eq!((r.status, &r.body["error"]), (reqwest::StatusCode::FORBIDDEN, &json!("unauthorized_client")), "{}", r.body);
+        // The resource server gets the usual answer, GET and POST alike.
+        let r = app.send(get(Some(basic("posts-api", &rs)))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["username"], "alice");
+        let p = app
+            .send(
+                app.client
+                    .post(format!("{}/verify", app.internal))
+                    .header("x-client-authorization", basic("posts-api", &rs))
+                    .json(&json!({"token": at})),
+            )
+            .await;
+        assert_eq!(p.body, r.body);
+        let p = app.send(app.client.post(format!("{}/verify", app.internal)).json(&json!({"token": at}))).await;
+        assert_eq!(p.status, 401, "{}", p.body);
+        // A deleted client is refused once servers re-read it (records are kept 5 s).
+        app.with_db(|conn| {
+            use auth_service::storage::schema::clients;
+            use diesel::prelude::*;
+            diesel::delete(clients::table.find("posts-api")).execute(conn)?;
+            Ok(())
+        })
+        .await;
+        app.advance(6);
+        assert_eq!(app.send(get(Some(basic("posts-api", &rs)))).await.status, 401);
+    }
+
+    async fn verify_answers_anyone_when_require_client_is_off(b: Backend) {
+        let app = TestApp::spawn(b).await;
+        let (at, _) = app.signed_in("alice").await;
+        // The default: no caller credentials needed, and a stray header changes nothing.
+        let r = app
+            .send(app.client.get(format!("{}/verify", app.internal)).bearer_auth(&at).header("x-client-authorization", "Basic !!!"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
+both_backends! {
+    async fn require_client_rides_out_a_database_outage(b: Backend) {
+        use auth_service::domain::clients::Permissions;
+        if b == Backend::Sqlite {
+            // An embedded file cannot go away underneath the process.
+            return;
+        }
+        let app = TestApp::spawn_with(b, &[("AUTH__VERIFY__REQUIRE_CLIENT", "true")]).await;
+        let (at, _) = app.signed_in("alice").await;
+        let rs = app.create_client("posts-api", Permissions { introspect: true, ..Permissions::default() }).await;
+        let late = app.create_client("late-api", Permissions { introspect: true, ..Permissions::default() }).await;
+        let ask = |id: &str, secret: &str| {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+            app.client
+                .get(format!("{}/verify", app.internal))
+                .bearer_auth(&at)
+                .header("x-client-authorization", format!("Basic {basic}"))
+        };
+        assert_eq!(app.send(ask("posts-api", &rs)).await.status, 200);
+        let name = app.db.pg_name().to_string();
+        app.db.pg_admin(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"));
+        app.db.pg_admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ));
+        // Past the 5 s the record is trusted for, the database cannot be asked: the record
+        // read before the outage still authenticates the resource server.
+        app.advance(6);
+        let r = app.send(ask("posts-api", &rs)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        // Introspection authenticates the same way, and answers access tokens from memory.
+        let r = app
+            .send(
+                app.client
+                    .post(format!("{}/oauth/introspect", app.internal))
+                    .basic_auth("posts-api", Some(&rs))
+                    .form(&[("token", at.as_str())]),
+            )
+            .await;
+        assert_eq!(r.body["active"], true, "{}", r.body);
+        // A client never read before cannot be checked: 503, not a refusal.
+        let r = app.send(ask("late-api", &late)).await;
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert_eq!(r.body["error"], "service_unavailable");
+        assert!(r.header("retry-after").is_some());
+        app.db.pg_admin(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"));
+        assert_eq!(app.send(ask("late-api", &late)).await.status, 200);
+    }
+}

@@ -438,3 +438,88 @@ fn bad_configuration_stops_with_the_key_named() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("check-config"));
 }
+
+#[actix_web::test]
+async fn authenticates_to_an_auth_service_that_requires_clients() {
+    // A secret with characters that must be form-encoded before the Basic encoding.
+    const SECRET: &str = "posts-api secret: 100% +plus/slash=equals, long enough";
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), format!("{SECRET}\n")).unwrap();
+    let stack = Stack::start(
+        Backend::Sqlite,
+        &[("AUTH__VERIFY__REQUIRE_CLIENT", "true")],
+        &[
+            ("RS__AUTH__CLIENT_ID", "posts-api"),
+            (
+                "RS__AUTH__CLIENT_SECRET_FILE",
+                secret_file.path().to_str().unwrap(),
+            ),
+        ],
+    )
+    .await;
+    // Registered first with another secret: the resource service is refused, and says so
+    // as 503 (its own credentials failed, not the user's token).
+    let out = stack.auth_cli(
+        &[
+            "client",
+            "create",
+            "--client-id",
+            "posts-api",
+            "--introspect",
+        ],
+        "an older secret that the resource service does not have\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (at, _) = stack.signed_in("alice").await;
+    stack.rs_get("/posts", &at).await.assert_unavailable();
+    assert!(
+        stack
+            .resource
+            .output()
+            .contains("refused this service's client credentials")
+    );
+    // Provisioned again from the shared secret file, as docker-compose does.
+    let out = stack.auth_cli(
+        &[
+            "client",
+            "create",
+            "--client-id",
+            "posts-api",
+            "--introspect",
+            "--update-existing",
+            "--secret-file",
+            secret_file.path().to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Servers trust a client record for 5 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let r = loop {
+        let r = stack.rs_get("/posts", &at).await;
+        if r.status == 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(r.status, 200, "{}", r.body);
+    stack
+        .rs_get("/posts", "abc.def.ghi")
+        .await
+        .assert_unauthorized("invalid_token");
+    // Without its credentials the auth service refuses the resource service itself, which
+    // is no answer about the token: 503, never a 401 that would log the user out.
+    let (_rs, bare) = resource_service_with(&format!("{}/verify", stack.internal), &[]).await;
+    let r = send(stack.client.get(format!("{bare}/posts")).bearer_auth(&at)).await;
+    r.assert_unavailable();
+    stack.auth.assert_never_logged(&[&at, SECRET]);
+    stack.resource.assert_never_logged(&[&at, SECRET]);
+}

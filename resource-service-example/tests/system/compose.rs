@@ -21,6 +21,7 @@ use crate::support::*;
 const AUTH: &str = "auth-service";
 const LB: &str = "auth-lb";
 const RS: &str = "resource-service-example";
+const SETUP: &str = "auth-setup";
 
 fn read(path: &str) -> String {
     let full = workspace_root().join(path);
@@ -264,6 +265,16 @@ impl Compose {
             .unwrap_or_default()
     }
 
+    /// The service's `command`, in exec form.
+    fn command(&self, name: &str) -> Vec<String> {
+        self.service(name)["command"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: command in exec form"))
+            .iter()
+            .map(|a| a.as_str().expect("string argument").to_string())
+            .collect()
+    }
+
     /// Image `ENV` for the service's build target (its stage and the stages it is built on),
     /// then the compose `environment` on top: what the container's process sees.
     fn container_env(&self, name: &str) -> Env {
@@ -353,6 +364,10 @@ fn env_example_lists_exactly_the_variables_compose_uses() {
     assert!(
         raw.contains("${POSTGRES_PASSWORD:?"),
         "POSTGRES_PASSWORD must be required"
+    );
+    assert!(
+        raw.contains("${RS_CLIENT_SECRET:?"),
+        "RS_CLIENT_SECRET must be required"
     );
     let mut vars = compose.env_example.clone();
     vars.remove("POSTGRES_PASSWORD");
@@ -481,6 +496,50 @@ fn compose_file_has_the_shape_operators_rely_on() {
             compose.env_example["AUTH_PUBLIC_PORT"]
         )
     );
+
+    // /verify answers registered resource servers only; auth-setup registers the example
+    // (once the replicas have made the keys), and the example waits for it to succeed and
+    // authenticates with the same id and secret.
+    assert_eq!(env["AUTH__VERIFY__REQUIRE_CLIENT"], "true");
+    let setup = compose.service(SETUP);
+    assert_eq!(setup["depends_on"][AUTH]["condition"], "service_healthy");
+    assert_eq!(setup["image"], auth["image"]);
+    let rs_service = compose.service(RS);
+    assert_eq!(
+        rs_service["depends_on"][SETUP]["condition"],
+        "service_completed_successfully"
+    );
+    let args = compose.command(SETUP);
+    let arg = |flag: &str| {
+        let at = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("{SETUP}: no {flag}"));
+        args[at + 1].clone()
+    };
+    assert_eq!(&args[..2], ["client", "create"]);
+    assert!(args.contains(&"--introspect".into()) && args.contains(&"--update-existing".into()));
+    let setup_env = compose.container_env(SETUP);
+    let rs_env = compose.container_env(RS);
+    assert_eq!(arg("--client-id"), rs_env["RS__AUTH__CLIENT_ID"]);
+    assert_eq!(
+        setup_env[&arg("--secret-env")],
+        rs_env["RS__AUTH__CLIENT_SECRET"]
+    );
+    assert_eq!(setup_env["DATABASE_URL"], env["DATABASE_URL"]);
+    assert_eq!(setup_env["AUTH__KEYS__DIR"], env["AUTH__KEYS__DIR"]);
+    let keys_mount = |service: &str| {
+        compose
+            .mounts(service)
+            .into_iter()
+            .find(|(_, target)| *target == env["AUTH__KEYS__DIR"])
+            .map(|(source, _)| source)
+    };
+    assert_eq!(
+        keys_mount(SETUP),
+        keys_mount(AUTH),
+        "{SETUP} reads the replicas' keys"
+    );
     // Keys live on a volume (or a mounted secrets directory), not in the container.
     let keys_dir = &env["AUTH__KEYS__DIR"];
     assert!(
@@ -586,14 +645,14 @@ fn known_settings(bin: &Path, env: &Env, cwd: &Path) -> BTreeSet<String> {
 
 /// The variables of `env` the binary does not read, each with the reason.
 fn unread_variables(service: &str, env: &Env, known: &BTreeSet<String>) -> Vec<String> {
-    let (prefix, other) = if service == AUTH {
+    let (prefix, other) = if service == AUTH || service == SETUP {
         ("AUTH__", "RS__")
     } else {
         ("RS__", "AUTH__")
     };
     let mut unread = Vec::new();
     for name in env.keys() {
-        let setting = if name == "DATABASE_URL" && service == AUTH {
+        let setting = if name == "DATABASE_URL" && service != RS {
             Some("database.url".to_string())
         } else {
             name.strip_prefix(prefix)
@@ -724,6 +783,16 @@ fn every_compose_variable_is_read_by_its_binary() {
     assert!(auth_known.contains("tokens.access_ttl") && rs_known.contains("auth.verify_url"));
     let mut unread = unread_variables(AUTH, &auth.env, &auth_known);
     unread.extend(unread_variables(RS, &rs.env, &rs_known));
+    // auth-setup runs the same binary; the variable its command names holds the secret.
+    let compose = Compose::load();
+    let mut setup_env = compose.container_env(SETUP);
+    let args = compose.command(SETUP);
+    let secret_var = &args[args.iter().position(|a| a == "--secret-env").unwrap() + 1];
+    assert!(
+        setup_env.remove(secret_var).is_some(),
+        "{SETUP} does not set {secret_var}"
+    );
+    unread.extend(unread_variables(SETUP, &setup_env, &auth_known));
     assert!(
         unread.is_empty(),
         "compose sets variables the binaries do not read:\n{}",
@@ -785,6 +854,26 @@ async fn compose_environment_runs_a_request_through() {
         vec![format!("{replica}/readyz"), format!("{internal}/healthz")],
     )
     .await;
+    // auth-setup, once the replica is healthy: registers the resource service's client.
+    let setup = map_environment(&compose, SETUP, &root, &db.url, &mut rs.ports.clone());
+    let out = Command::new(auth_service_bin())
+        .env_clear()
+        .envs(&setup.env)
+        .args(compose.command(SETUP))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{SETUP}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("created client resource-service-example (may: introspect)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The balancer: deploy/nginx/lb.conf in a real nginx, in front of this one replica, on the
     // ports compose gives it; clients and the resource service go through it.
     let lb_ports: Vec<(u16, u16)> = compose
@@ -872,11 +961,27 @@ async fn compose_environment_runs_a_request_through() {
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.body["error"], "invalid_client", "{}", r.body);
 
+    // /verify itself, without the resource service's credentials: refused.
+    let r = send(
+        client
+            .get(format!(
+                "http://127.0.0.1:{}/verify",
+                local(LB, auth_internal)
+            ))
+            .bearer_auth(&at),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.body["error"], "invalid_client", "{}", r.body);
+
     // The generated keys landed on the volume, where they survive the container.
     let keys: PathBuf = PathBuf::from(&auth.env["AUTH__KEYS__DIR"]);
     assert!(keys.join("access-eddsa.pem").exists() && keys.join("refresh-hs256.secret").exists());
-    auth_service.assert_never_logged(&[&at]);
-    resource.assert_never_logged(&[&at]);
+    let rs_secret = compose.container_env(RS)["RS__AUTH__CLIENT_SECRET"].clone();
+    auth_service.assert_never_logged(&[&at, &rs_secret]);
+    resource.assert_never_logged(&[&at, &rs_secret]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&rs_secret));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&rs_secret));
 }
 
 #[test]
