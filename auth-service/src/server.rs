@@ -213,7 +213,7 @@ pub async fn start_with_clock(
     // active key and the retired ones, re-read off the async workers; expired retired keys
     // drop out the same way.
     {
-        let settings = settings.clone();
+        let (settings, key_state) = (settings.clone(), state.clone());
         actix_web::rt::spawn(async move {
             let mut tick = actix_web::rt::time::interval(poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -224,9 +224,12 @@ pub async fn start_with_clock(
                 let read = tokio::task::spawn_blocking(move || Keys::reload_at(&settings, now));
                 match read.await {
                     Ok(Ok(keys)) => {
-                        if live_access.replace(keys.access)
-                            && let Some((active, accepted)) = live_access.kids()
-                        {
+                        let changed = live_access.replace(keys.access);
+                        if changed {
+                            // Tokens checked with the old keys are checked again.
+                            key_state.services.sessions.forget_verified_tokens();
+                        }
+                        if changed && let Some((active, accepted)) = live_access.kids() {
                             log::info!(
                                 "access-token keys changed: signing with kid {active}; \
                                  accepting {}",

@@ -84,13 +84,20 @@ fn validate_client_id(id: &str) -> Result<(), Error> {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Validation(format!(
+    if !ok {
+        return Err(Error::Validation(format!(
             "client id: 1 to {MAX_CLIENT_ID_CHARS} characters of A-Z, a-z, 0-9, '.', '_' and '-'"
-        )))
+        )));
     }
+    // A machine token's `sub` is its client id; a user's is the user's UUID. A client id
+    // shaped like a UUID could pass for a user with anyone who reads only `sub`.
+    if uuid::Uuid::parse_str(id).is_ok() {
+        return Err(Error::Validation(
+            "client id: must not be a UUID (users' ids are; a machine token's sub is its client id)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The secret given, if long enough, or a generated one (returned so it can be shown once).
@@ -216,12 +223,32 @@ pub fn rotate_client_secret(
     Ok(generated.then_some(secret))
 }
 
+/// How long the one caller that re-reads a stale record waits for the database before it is
+/// answered from the stale record (the read goes on in the background).
+const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A registered client's record as a server keeps it.
+#[derive(Clone)]
+struct Known {
+    record: Arc<ClientRecord>,
+    /// The last successful read.
+    read_at: i64,
+    /// When to read it again: `read_at + CACHE_SECS`, or after a failed read, 5 s later.
+    next_read: i64,
+}
+
 pub struct Clients {
     ctx: Context,
     secrets: ClientSecrets,
     tokens: Arc<Tokens>,
-    /// client id → (the record, or none, and when it was read).
-    cache: quick_cache::sync::Cache<String, (Option<ClientRecord>, i64)>,
+    /// Records of existing clients. Kept apart from the ids found missing, so requests
+    /// naming random ids cannot push real clients' records out.
+    known: quick_cache::sync::Cache<String, Known>,
+    /// Ids found not to exist, and when; never trusted past [`CACHE_SECS`].
+    unknown: quick_cache::sync::Cache<String, i64>,
+    /// Ids whose stale record one caller is re-reading; the others use the stale record
+    /// meanwhile instead of all asking the database.
+    rereading: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Clients {
@@ -230,7 +257,9 @@ impl Clients {
             ctx,
             secrets,
             tokens,
-            cache: quick_cache::sync::Cache::new(1024),
+            known: quick_cache::sync::Cache::new(1024),
+            unknown: quick_cache::sync::Cache::new(4096),
+            rereading: std::sync::Mutex::default(),
         }
     }
 
@@ -287,34 +316,86 @@ impl Clients {
         Ok(allowed.then_some(claims))
     }
 
-    /// The client's record, from the cache while fresh; while the database is unavailable,
-    /// from the cache up to [`STALE_IF_ERROR_SECS`] old.
-    async fn record(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
+    /// The client's record: from memory while fresh ([`CACHE_SECS`]); then re-read by one
+    /// caller, the others using the stale record meanwhile. When the database does not
+    /// answer within [`REFRESH_WAIT`] (an outage), a record read successfully in the last
+    /// [`STALE_IF_ERROR_SECS`] is used and the database is not asked again for
+    /// [`CACHE_SECS`]; so resource servers are answered through an outage without waiting
+    /// on it. A missing client is never answered from a stale entry.
+    async fn record(&self, client_id: &str) -> Result<Option<Arc<ClientRecord>>, Error> {
         let now = self.ctx.now();
-        let cached = self.cache.get(client_id);
-        if let Some((record, read_at)) = &cached
-            && now - read_at < CACHE_SECS
+        let known = self.known.get(client_id);
+        let stale = match &known {
+            Some(k) if now < k.next_read => return Ok(Some(k.record.clone())),
+            Some(k) if now - k.read_at < STALE_IF_ERROR_SECS => Some(k.clone()),
+            _ => None,
+        };
+        if stale.is_none()
+            && let Some(at) = self.unknown.get(client_id)
+            && now - at < CACHE_SECS
         {
-            return Ok(record.clone());
+            return Ok(None);
         }
         let id = client_id.to_string();
-        match self
-            .ctx
-            .db
-            .run(move |conn| client_table::find(conn, &id))
-            .await
-            .map_err(Error::from)
-        {
-            Ok(record) => {
-                self.cache
-                    .insert(client_id.to_string(), (record.clone(), now));
-                Ok(record)
+        let read = self.ctx.db.run(move |conn| client_table::find(conn, &id));
+        let Some(stale) = stale else {
+            let found = read.await.map_err(Error::from)?;
+            return Ok(self.remember(client_id, found, now));
+        };
+        // One caller re-reads; the rest use the stale record meanwhile.
+        if !self.lock_rereading().insert(client_id.to_string()) {
+            return Ok(Some(stale.record));
+        }
+        let outcome = tokio::time::timeout(REFRESH_WAIT, read).await;
+        self.lock_rereading().remove(client_id);
+        match outcome {
+            Ok(Ok(found)) => Ok(self.remember(client_id, found, now)),
+            Ok(Err(e)) if !e.is_unavailable() => Err(e.into()),
+            // Unavailable, or no answer in time: the stale record, and no new attempt for
+            // a while.
+            _ => {
+                self.known.insert(
+                    client_id.to_string(),
+                    Known {
+                        next_read: now + CACHE_SECS,
+                        ..stale.clone()
+                    },
+                );
+                Ok(Some(stale.record))
             }
-            Err(e @ Error::Unavailable(_)) => match cached {
-                Some((record, read_at)) if now - read_at < STALE_IF_ERROR_SECS => Ok(record),
-                _ => Err(e),
-            },
-            Err(e) => Err(e),
+        }
+    }
+
+    fn lock_rereading(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.rereading.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps what a read found.
+    fn remember(
+        &self,
+        client_id: &str,
+        found: Option<ClientRecord>,
+        now: i64,
+    ) -> Option<Arc<ClientRecord>> {
+        match found {
+            Some(record) => {
+                let record = Arc::new(record);
+                self.unknown.remove(client_id);
+                self.known.insert(
+                    client_id.to_string(),
+                    Known {
+                        record: record.clone(),
+                        read_at: now,
+                        next_read: now + CACHE_SECS,
+                    },
+                );
+                Some(record)
+            }
+            None => {
+                self.known.remove(client_id);
+                self.unknown.insert(client_id.to_string(), now);
+                None
+            }
         }
     }
 
@@ -346,7 +427,7 @@ impl Clients {
         let record = self.record(client_id).await?;
         match record {
             Some(r) if self.secrets.matches(client_id, secret, &r.secret_hash) => {
-                Ok(Client::from(&r))
+                Ok(Client::from(r.as_ref()))
             }
             // A hash anyway, so an unknown id costs what a wrong secret does.
             None => {

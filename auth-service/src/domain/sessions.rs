@@ -435,6 +435,11 @@ impl Sessions {
         Ok(())
     }
 
+    /// The access-token keys changed: no token is answered from what was checked before.
+    pub fn forget_verified_tokens(&self) {
+        self.verified.invalidate();
+    }
+
     /// Checks an access token without touching the database: from the cache of verified
     /// tokens when it was checked before (and has not expired), else in full; then the
     /// revocation index, on every call.
@@ -453,6 +458,8 @@ impl Sessions {
     fn check_access(&self, token: &str) -> Result<Arc<Verified>, Error> {
         let now = self.ctx.now();
         let key = verify_cache::key(token);
+        // Read before the check: a key change meanwhile makes the insert a no-op.
+        let generation = self.verified.generation();
         let cached = self.verified.get(&key, now);
         let m = &self.ctx.metrics.hot;
         if cached.is_some() {
@@ -465,7 +472,7 @@ impl Sessions {
             None => match self.tokens.check_access(token, Expiry::Enforce, now) {
                 Ok(claims) => {
                     let verified = Verified::new(claims);
-                    self.verified.insert(key, verified.clone());
+                    self.verified.insert(key, verified.clone(), generation);
                     verified
                 }
                 // Expired *and* revoked says "revoked": "expired" would send the client to

@@ -1,5 +1,6 @@
 //! `/verify` on the internal listener: is this access token good, and whose is it? Answered
-//! from keys and the revocation index in memory, never the database.
+//! from keys and the revocation index in memory, never the database; with
+//! `verify.require_client`, the caller's client record is read at most once per 5 s.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};

@@ -37,6 +37,15 @@ pub struct VerifyingKey {
     /// The public key's bytes, for publishing (Ed25519: 32 bytes; P-256: the uncompressed
     /// SEC1 point). `None` for an HMAC secret, which is never published.
     pub public: Option<Vec<u8>>,
+    /// SHA-256 of the key material (the public key, or the HMAC secret): tells two keys
+    /// with the same `kid` apart. Never published or logged.
+    pub fingerprint: [u8; 32],
+}
+
+/// [`VerifyingKey::fingerprint`] of some key material.
+pub fn fingerprint(material: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(material).into()
 }
 
 /// The active key for new tokens.
@@ -162,6 +171,7 @@ fn parse_private(
                 algorithm: Algorithm::EdDSA,
                 key: DecodingKey::from_ed_der(&public),
                 public: Some(public.clone()),
+                fingerprint: fingerprint(&public),
             };
             Ok((encoding, verifying, public))
         }
@@ -180,6 +190,7 @@ fn parse_private(
                 algorithm: Algorithm::ES256,
                 key: DecodingKey::from_ec_der(&public),
                 public: Some(public.clone()),
+                fingerprint: fingerprint(&public),
             };
             Ok((encoding, verifying, public))
         }
@@ -194,6 +205,7 @@ fn parse_private(
                 algorithm: Algorithm::HS256,
                 key: DecodingKey::from_secret(secret),
                 public: None,
+                fingerprint: fingerprint(secret),
             };
             Ok((
                 EncodingKey::from_secret(secret),
@@ -225,6 +237,7 @@ fn parse_public(
                 algorithm: Algorithm::EdDSA,
                 key: DecodingKey::from_ed_der(&vk.to_bytes()),
                 public: Some(vk.to_bytes().to_vec()),
+                fingerprint: fingerprint(&vk.to_bytes()),
             })
         }
         SigningAlgorithm::ES256 => {
@@ -235,6 +248,7 @@ fn parse_public(
                 algorithm: Algorithm::ES256,
                 key: DecodingKey::from_ec_der(point.as_bytes()),
                 public: Some(point.as_bytes().to_vec()),
+                fingerprint: fingerprint(point.as_bytes()),
             })
         }
         SigningAlgorithm::HS256 => parse_private(setting, alg, material).map(|(_, v, _)| v),
@@ -1136,5 +1150,51 @@ mod tests {
             tokens.check_access(&old, Expiry::Ignore, later),
             Err(crate::security::tokens::TokenError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_key_file_replaced_under_a_fixed_kid_is_a_change() {
+        use crate::security::tokens::{AccessGrant, Expiry, Tokens};
+        use secrecy::ExposeSecret;
+        const T: i64 = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("access.pem");
+        let write = || {
+            let pem = generate(SigningAlgorithm::EdDSA).unwrap();
+            std::fs::write(&file, pem.expose_secret()).unwrap();
+        };
+        write();
+        let path = file.display().to_string();
+        let s = rotation_settings(
+            dir.path(),
+            &[
+                ("AUTH__KEYS__SIGNING_KEY_FILE", &path),
+                ("AUTH__KEYS__KID", "fixed"),
+            ],
+        );
+        let keys = Keys::load_at(&s, T).unwrap();
+        let live = keys.live_access.clone();
+        let tokens = Tokens::new(keys, &s.tokens);
+        let old = tokens
+            .issue_access(
+                AccessGrant {
+                    user_id: crate::model::UserId::random(),
+                    username: "alice",
+                    roles: vec![],
+                    session_id: crate::model::SessionId::random(),
+                },
+                T,
+            )
+            .unwrap();
+        assert!(
+            !live.replace(Keys::reload_at(&s, T).unwrap().access),
+            "same file"
+        );
+        write();
+        assert!(
+            live.replace(Keys::reload_at(&s, T).unwrap().access),
+            "same kid, other key"
+        );
+        assert!(tokens.check_access(&old, Expiry::Enforce, T).is_err());
     }
 }

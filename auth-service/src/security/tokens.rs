@@ -239,7 +239,10 @@ impl LiveAccessKeys {
     /// The signing `kid` and every accepted `kid` (sorted) in use now; `None` before the
     /// [`Tokens`] these keys were given to exists.
     pub fn kids(&self) -> Option<(String, Vec<String>)> {
-        self.current().map(|f| kids_of(&f.set))
+        self.current().map(|f| {
+            let (signing, keys) = identity_of(&f.set);
+            (signing, keys.into_iter().map(|(kid, _)| kid).collect())
+        })
     }
 
     /// Makes `set` the access keys: new tokens are signed with its signing key, and only
@@ -252,7 +255,7 @@ impl LiveAccessKeys {
         let Some(old) = self.current() else {
             return false;
         };
-        if kids_of(&old.set) == kids_of(&set) {
+        if identity_of(&old.set) == identity_of(&set) {
             return false;
         }
         let family = Family::new(set, old.typ, &old.issuer, &old.audience, old.leeway);
@@ -261,10 +264,16 @@ impl LiveAccessKeys {
     }
 }
 
-fn kids_of(set: &KeySet) -> (String, Vec<String>) {
-    let mut kids: Vec<String> = set.verifying.keys().cloned().collect();
-    kids.sort();
-    (set.signing.kid.clone(), kids)
+/// What makes two key sets the same: the signing `kid` and every verifying key by `kid`
+/// and material (a file replaced in place under a fixed `keys.kid` is a change).
+fn identity_of(set: &KeySet) -> (String, Vec<(String, [u8; 32])>) {
+    let mut keys: Vec<(String, [u8; 32])> = set
+        .verifying
+        .iter()
+        .map(|(kid, key)| (kid.clone(), key.fingerprint))
+        .collect();
+    keys.sort();
+    (set.signing.kid.clone(), keys)
 }
 
 /// Issues and checks tokens with the configured keys and lifetimes.

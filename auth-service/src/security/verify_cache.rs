@@ -48,9 +48,13 @@ impl Verified {
 }
 
 pub struct VerifiedTokens {
-    /// `None` when `verify.cache_size` is 0.
-    cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<Verified>>>,
+    /// `None` when `verify.cache_size` is 0. Each entry carries the generation it was
+    /// checked in.
+    cache: Option<quick_cache::sync::Cache<[u8; 32], (Arc<Verified>, u64)>>,
     leeway: i64,
+    /// Bumped when the keys change: entries of an older generation are never used, so a
+    /// token signed with a key that was removed is not answered from memory.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// The cache key of a token.
@@ -63,6 +67,22 @@ impl VerifiedTokens {
         VerifiedTokens {
             cache: (capacity > 0).then(|| quick_cache::sync::Cache::new(capacity)),
             leeway,
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The current generation: read it before checking a token, and insert with it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Forgets every entry (the keys changed), including any being inserted by a check
+    /// that started before.
+    pub fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if let Some(cache) = &self.cache {
+            cache.clear();
         }
     }
 
@@ -70,19 +90,21 @@ impl VerifiedTokens {
     /// entry is dropped.
     pub fn get(&self, key: &[u8; 32], now: i64) -> Option<Arc<Verified>> {
         let cache = self.cache.as_ref()?;
-        let verified = cache.get(key)?;
+        let (verified, generation) = cache.get(key)?;
         // The same rule as the full check: expired once exp < now - leeway.
-        if verified.claims.exp < now - self.leeway {
+        if verified.claims.exp < now - self.leeway || generation != self.generation() {
             cache.remove(key);
             return None;
         }
         Some(verified)
     }
 
-    /// Remembers a token that passed every check.
-    pub fn insert(&self, key: [u8; 32], claims: Arc<Verified>) {
-        if let Some(cache) = &self.cache {
-            cache.insert(key, claims);
+    /// Remembers a token that passed every check, begun in `generation`.
+    pub fn insert(&self, key: [u8; 32], claims: Arc<Verified>, generation: u64) {
+        if let Some(cache) = &self.cache
+            && generation == self.generation()
+        {
+            cache.insert(key, (claims, generation));
         }
     }
 
@@ -119,7 +141,7 @@ mod tests {
     fn hits_until_expiry_then_never() {
         let cache = VerifiedTokens::new(10, 2);
         let k = key("a.b.c");
-        cache.insert(k, claims(100));
+        cache.insert(k, claims(100), 0);
         assert!(cache.get(&k, 100).is_some());
         assert!(cache.get(&k, 102).is_some(), "within the leeway");
         assert!(cache.get(&k, 103).is_none(), "expired");
@@ -132,7 +154,7 @@ mod tests {
     #[test]
     fn another_token_is_another_key() {
         let cache = VerifiedTokens::new(10, 0);
-        cache.insert(key("header.payload.signature"), claims(100));
+        cache.insert(key("header.payload.signature"), claims(100), 0);
         for other in [
             "header.payload.signaturE",
             "header.payload.signature ",
@@ -146,11 +168,26 @@ mod tests {
     fn bounded_and_switchable_off() {
         let cache = VerifiedTokens::new(100, 0);
         for i in 0..10_000 {
-            cache.insert(key(&i.to_string()), claims(100));
+            cache.insert(key(&i.to_string()), claims(100), 0);
         }
         assert!(cache.len() <= 100, "{}", cache.len());
         let off = VerifiedTokens::new(0, 0);
-        off.insert(key("t"), claims(100));
+        off.insert(key("t"), claims(100), 0);
         assert!(off.get(&key("t"), 0).is_none());
+    }
+
+    #[test]
+    fn a_key_change_forgets_every_entry_and_late_inserts() {
+        let cache = VerifiedTokens::new(10, 0);
+        let before = cache.generation();
+        cache.insert(key("a"), claims(100), before);
+        assert!(cache.get(&key("a"), 50).is_some());
+        cache.invalidate();
+        assert!(cache.get(&key("a"), 50).is_none());
+        // A check that began before the change inserts nothing.
+        cache.insert(key("b"), claims(100), before);
+        assert!(cache.get(&key("b"), 50).is_none());
+        cache.insert(key("b"), claims(100), cache.generation());
+        assert!(cache.get(&key("b"), 50).is_some());
     }
 }

@@ -457,6 +457,18 @@ fn client_commands_register_list_rotate_and_delete() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("32 to 512"));
     let out = cli(&["client", "create", "--client-id", "posts-api"], "");
     assert!(!out.status.success());
+    // An id shaped like a user's id is refused.
+    let out = cli(
+        &[
+            "client",
+            "create",
+            "--client-id",
+            "5b0e2c3a-1d2f-4e5a-8b6c-7d8e9f0a1b2c",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must not be a UUID"));
     let long = "a".repeat(40);
     let out = cli(
         &[

@@ -261,6 +261,76 @@ async fn auth_request_example_guards_an_upstream() {
     assert_eq!(upstream.requests(), 2);
 }
 
+#[actix_web::test]
+async fn auth_request_example_with_require_client() {
+    use base64::Engine;
+    const SECRET: &str = "nginx-secret-0123456789abcdef0123456789abcdef";
+    let stack = Stack::start(
+        Backend::Sqlite,
+        &[("AUTH__VERIFY__REQUIRE_CLIENT", "true")],
+        &[],
+    )
+    .await;
+    let out = stack.auth_cli(
+        &[
+            "client",
+            "create",
+            "--client-id",
+            "edge-nginx",
+            "--introspect",
+        ],
+        &format!("{SECRET}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let upstream = FakeVerify::start(FakeAnswer::EchoHeaders);
+    let upstream_port: u16 = upstream
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/verify")
+        .parse()
+        .unwrap();
+    let internal_port: u16 = stack.internal.rsplit(':').next().unwrap().parse().unwrap();
+    let (at, _) = stack.signed_in("alice").await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("edge-nginx:{SECRET}"));
+    for (credentials, status) in [(None, 503), (Some(basic), 200)] {
+        let port = free_port();
+        let mut conf = render_example(internal_port, upstream_port, port);
+        if let Some(c) = &credentials {
+            let commented =
+                "# proxy_set_header X-Client-Authorization \"Basic cG9zdHMtYXBpOnNlY3JldA==\";";
+            assert!(conf.contains(commented));
+            conf = conf.replace(
+                commented,
+                &format!("proxy_set_header X-Client-Authorization \"Basic {c}\";"),
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let nginx = Nginx::start(dir.path(), &conf, &[port]).await;
+        let r = send(
+            reqwest::Client::new()
+                .get(format!("{}/anything", nginx.url))
+                .bearer_auth(&at),
+        )
+        .await;
+        assert_eq!(r.status, status, "{}", r.body);
+        if status == 503 {
+            // nginx itself was refused, not the user's token: 503, never a 401 that would
+            // send the user to log in (nginx copies the subrequest's Basic challenge onto
+            // the answer; on a 503 no browser prompts for it).
+            r.assert_unavailable();
+            assert_eq!(upstream.requests(), 0);
+        } else {
+            assert_eq!(r.body["x-auth-user"], "alice");
+        }
+    }
+}
+
 /// The upstream addresses of access-log lines, one string per request (`A` or `A, B` after a
 /// retry).
 fn upstreams(lines: &[String]) -> Vec<String> {

@@ -53,6 +53,7 @@ fn key_set(alg: SigningAlgorithm, kid: &str) -> (KeySet, String) {
                     algorithm,
                     key: dec,
                     public: None,
+                    fingerprint: crate::security::keys::fingerprint(kid.as_bytes()),
                 },
             )]),
         },
