@@ -47,10 +47,12 @@ impl Verified {
     }
 }
 
+/// Token key → the checked claims and the generation they were checked in.
+type Entries = quick_cache::sync::Cache<[u8; 32], (Arc<Verified>, u64)>;
+
 pub struct VerifiedTokens {
-    /// `None` when `verify.cache_size` is 0. Each entry carries the generation it was
-    /// checked in.
-    cache: Option<quick_cache::sync::Cache<[u8; 32], (Arc<Verified>, u64)>>,
+    /// `None` when `verify.cache_size` is 0.
+    cache: Option<Entries>,
     leeway: i64,
     /// Bumped when the keys change: entries of an older generation are never used, so a
     /// token signed with a key that was removed is not answered from memory.
