@@ -9,8 +9,8 @@
 #   tools/test.sh --workspace login   # `cargo test --workspace`, and no compose check
 #
 # Needs: Debian's apt (as root, or sudo) for libpq-dev, postgresql-client (pg_isready),
-# postgresql (initdb and pg_ctl: the fault tests run a cluster of their own) and nginx-light
-# when they are missing; python3 with venv for the compose validators (from PyPI); a PostgreSQL server at
+# postgresql (initdb and pg_ctl: the fault tests run a cluster of their own), nginx-light,
+# and chromium with chromium-driver (the demo page's browser tests) when they are missing; python3 with venv for the compose validators (from PyPI); a PostgreSQL server at
 # TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres). A local cluster
 # that is installed but stopped is started. PostgreSQL being unreachable fails the run
 # loudly; no test is ever skipped.
@@ -50,6 +50,12 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   apt_install nginx-light
   # The package starts a system nginx on port 80; the test runs its own.
   as_root service nginx stop >/dev/null 2>&1 || true
+fi
+
+# The demo page's tests drive a real headless Chromium through chromedriver
+# (resource-service-example/tests/system/browser.rs).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt_install chromium chromium-driver
 fi
 
 step "PostgreSQL at $TEST_POSTGRES_URL"

@@ -151,6 +151,11 @@ pub async fn start_with_clock(
             internal_url.trim_end_matches('/'),
         ),
         openapi,
+        browser: crate::http::browser::BrowserPolicy {
+            allowed_origins: settings.cors.allowed_origins.clone(),
+            own_origin: crate::http::browser::BrowserPolicy::origin_of(&public_url),
+            secure_cookie: settings.cookie.secure,
+        },
     });
 
     let workers = settings
@@ -159,10 +164,13 @@ pub async fn start_with_clock(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
 
     let public_state = state.clone();
+    let public_origins = settings.cors.allowed_origins.clone();
     let public = HttpServer::new(move || {
         App::new()
             .app_data(public_state.clone())
             .app_data(Listener("public"))
+            .wrap(crate::http::browser::cors(&public_origins))
+            .wrap(from_fn(crate::http::browser::cors_gate))
             .wrap(from_fn(count_requests))
             .wrap(no_store())
             // Access log: peer address, request line, status, size, time. No headers, so no

@@ -46,6 +46,7 @@
 //! * auth service unreachable, too slow or answering 5xx → 503 `service_unavailable` with
 //!   `Retry-After`, never the data.
 
+pub mod demo;
 pub mod error;
 pub mod extractor;
 pub mod http;

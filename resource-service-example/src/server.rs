@@ -4,6 +4,7 @@ use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, Logger};
 use actix_web::{App, HttpServer, web};
 
+use crate::demo::DemoPage;
 use crate::http::configure;
 use crate::posts::PostStore;
 use crate::settings::{Settings, SettingsError};
@@ -12,6 +13,7 @@ use crate::settings::{Settings, SettingsError};
 pub fn start(settings: &Settings) -> Result<actix_web::dev::Server, SettingsError> {
     let verify = web::Data::new(settings.verify_client()?);
     let store = web::Data::new(PostStore::default());
+    let demo = web::Data::new(DemoPage::new(&settings.demo.auth_url));
     let workers = settings
         .server
         .workers
@@ -23,6 +25,7 @@ pub fn start(settings: &Settings) -> Result<actix_web::dev::Server, SettingsErro
             .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
             // Peer, request line, status, size, time: no headers, so no token reaches the log.
             .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
+            .configure(crate::demo::configure(demo.clone()))
             .configure(configure)
     })
     .workers(workers)

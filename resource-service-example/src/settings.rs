@@ -25,6 +25,15 @@ pub struct SettingsError(pub String);
 pub struct Settings {
     pub server: ServerSettings,
     pub auth: AuthSettings,
+    pub demo: DemoSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSettings {
+    /// The auth service's public URL as browsers reach it, for the demo page at `GET /`
+    /// (served to it by `GET /demo/config.json`, and named in its Content-Security-Policy).
+    pub auth_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +89,7 @@ fn defaults() -> Vec<(&'static str, config::Value)> {
         ("auth.verify_url", "http://127.0.0.1:8081/verify".into()),
         ("auth.timeout", "2s".into()),
         ("auth.cache_ttl", "0s".into()),
+        ("demo.auth_url", "http://127.0.0.1:8080".into()),
     ]
 }
 
@@ -137,6 +147,12 @@ impl Settings {
             return err(
                 "auth.cache_ttl",
                 "must be at most 60s (a cached answer outlives a logout by that much)",
+            );
+        }
+        if crate::demo::origin_of(&self.demo.auth_url).is_none() {
+            return err(
+                "demo.auth_url",
+                "must be an http:// or https:// URL such as http://127.0.0.1:8080",
             );
         }
         self.verify_client()?;
@@ -215,6 +231,7 @@ impl Settings {
             ),
             ("auth.verify_url", format!("{:?}", self.auth.verify_url)),
             ("auth.timeout", dur(self.auth.timeout)),
+            ("demo.auth_url", format!("{:?}", self.demo.auth_url)),
             (
                 "auth.client_id",
                 self.auth
@@ -267,6 +284,11 @@ mod tests {
         assert_eq!(s.auth.timeout, Duration::from_secs(2));
         assert!(s.auth.cache_ttl.is_zero());
         assert!(s.verify_config().unwrap().client.is_none());
+        assert_eq!(s.demo.auth_url, "http://127.0.0.1:8080");
+        assert!(
+            s.summary()
+                .contains("demo.auth_url = \"http://127.0.0.1:8080\"")
+        );
     }
 
     #[test]
@@ -353,6 +375,9 @@ mod tests {
             ),
             ("RS__AUTH__VERIFY_URL", "auth:8081", "auth.verify_url"),
             ("RS__AUTH__VERIFY_URLL", "http://x/verify", "verify_urll"),
+            ("RS__DEMO__AUTH_URL", "auth.example.com", "demo.auth_url"),
+            ("RS__DEMO__AUTH_URL", "https://", "demo.auth_url"),
+            ("RS__DEMO__AUTH_URL", "https://a b", "demo.auth_url"),
         ] {
             let e = load(&[(key, value)]).unwrap_err();
             assert!(e.to_string().contains(expect), "{key}={value}: {e}");

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
-pub use values::{DatabaseUrl, NetList, SigningAlgorithm, Span, redact_url};
+pub use values::{DatabaseUrl, NetList, OriginList, SigningAlgorithm, Span, redact_url};
 
 /// Environment prefix: `AUTH__TOKENS__ACCESS_TTL` sets `tokens.access_ttl`.
 pub const ENV_PREFIX: &str = "AUTH";
@@ -65,6 +65,24 @@ section! {
         pub login: LoginSettings = LoginSettings::default(),
         pub register: RegisterSettings = RegisterSettings::default(),
         pub verify: VerifySettings = VerifySettings::default(),
+        pub cors: CorsSettings = CorsSettings::default(),
+        pub cookie: CookieSettings = CookieSettings::default(),
+    }
+}
+
+section! {
+    pub struct CorsSettings {
+        /// Origins (`scheme://host[:port]`) of browser apps that may call the public listener
+        /// with credentials; a comma-separated string or a TOML list. Empty: no CORS at all.
+        pub allowed_origins: OriginList = OriginList::default(),
+    }
+}
+
+section! {
+    pub struct CookieSettings {
+        /// The refresh-token cookie (`POST /login?cookie=true`) is `Secure`; turn off only
+        /// for development over plain http.
+        pub secure: bool = true,
     }
 }
 

@@ -212,6 +212,8 @@ fn check_config_prints_every_key_as_configured() {
         "keys.signing_key = <unset>",
         "database.url = <unset>",
         "login.max_failures = 10",
+        "cors.allowed_origins = \"\"",
+        "cookie.secure = true",
     ] {
         assert!(
             summary.lines().any(|l| l == line),
@@ -220,5 +222,29 @@ fn check_config_prints_every_key_as_configured() {
     }
     // Every key of the defaults is printed, so the list of keys cannot drift from the types.
     let keys = summary.lines().filter(|l| !l.starts_with('#')).count();
-    assert_eq!(keys, 45, "{summary}");
+    assert_eq!(keys, 47, "{summary}");
+}
+
+#[test]
+fn cors_origins_from_the_environment_and_a_file() {
+    let s = Settings::load(&env(&[(
+        "AUTH__CORS__ALLOWED_ORIGINS",
+        "https://app.example.com, http://localhost:3000",
+    )]))
+    .unwrap();
+    assert_eq!(
+        s.cors.allowed_origins.0,
+        ["https://app.example.com", "http://localhost:3000"]
+    );
+    assert!(
+        s.render_redacted()
+            .contains("cors.allowed_origins = \"https://app.example.com, http://localhost:3000\"")
+    );
+    let (_dir, sources) =
+        file("[cors]\nallowed_origins = [\"https://a.example\"]\n[cookie]\nsecure = false\n");
+    let s = Settings::load(&sources).unwrap();
+    assert_eq!(s.cors.allowed_origins.0, ["https://a.example"]);
+    assert!(!s.cookie.secure);
+    let e = error_of(&env(&[("AUTH__CORS__ALLOWED_ORIGINS", "*")]));
+    assert!(e.contains("cors.allowed_origins"), "{e}");
 }

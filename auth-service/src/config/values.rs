@@ -268,6 +268,91 @@ impl Serialize for NetList {
     }
 }
 
+/// `cors.allowed_origins`: web origins, each `http://` or `https://`, a host and an optional
+/// port, nothing else (no path, no `*`, no `null`). Kept lower-cased, as browsers send them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginList(pub Vec<String>);
+
+impl OriginList {
+    pub fn contains(&self, origin: &str) -> bool {
+        self.0.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn parse_one(s: &str) -> Result<String, String> {
+        let bad = || {
+            format!(
+                "expected origins such as \"https://app.example.com\" or \"http://localhost:3000\" \
+                 (scheme, host, optional port; no path, no *); {s:?} is not one"
+            )
+        };
+        let origin = s.trim_end_matches('/').to_ascii_lowercase();
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .ok_or_else(bad)?;
+        // `[::1]:8080` and `[::1]` keep their brackets; a port is digits after the last `:`
+        // that closes no IPv6 literal.
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') && (!h.starts_with('[') || h.ends_with(']')) => {
+                (h, Some(p))
+            }
+            _ => (rest, None),
+        };
+        let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            v6.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        };
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+        if host_ok && port_ok {
+            Ok(origin)
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+impl FromStr for OriginList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<OriginList, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(OriginList::parse_one)
+            .collect::<Result<Vec<_>, _>>()
+            .map(OriginList)
+    }
+}
+
+impl<'de> Deserialize<'de> for OriginList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<OriginList, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            List(Vec<String>),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(t) => t,
+            Raw::List(items) => items.join(","),
+        };
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for OriginList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.join(", "))
+    }
+}
+
 // ---- the database URL --------------------------------------------------------------------
 
 /// `database.url`. The backend is chosen by the scheme; any other scheme is refused rather
@@ -512,6 +597,37 @@ mod tests {
         for bad in ["./data/a.db", "mysql://h/d", "sqlite://", "", "SQLITE://x"] {
             assert!(DatabaseUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn origin_lists() {
+        let l: OriginList = "https://App.example.com/, http://localhost:3000,http://[::1]:8080"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            l.0,
+            [
+                "https://app.example.com",
+                "http://localhost:3000",
+                "http://[::1]:8080"
+            ]
+        );
+        assert!(l.contains("http://LOCALHOST:3000"));
+        assert!(!l.contains("http://localhost:3001"));
+        for bad in [
+            "*",
+            "null",
+            "localhost:3000",
+            "https://app.example.com/path",
+            "http://host:0",
+            "http://host:99999",
+            "ftp://host",
+            "http://",
+            "http://a b",
+        ] {
+            assert!(bad.parse::<OriginList>().is_err(), "{bad} accepted");
+        }
+        assert!("".parse::<OriginList>().unwrap().is_empty());
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A cookie-authenticated request without the proof that a page allowed to use the
+    /// cookie sent it (see `http/browser.rs`).
+    #[error("{0}")]
+    CsrfRejected(&'static str),
 }
 
 /// The JSON error body.
@@ -57,6 +61,7 @@ fn status_and_code(e: &ApiError) -> (StatusCode, &'static str) {
         ApiError::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
         ApiError::NotFound => (S::NOT_FOUND, "not_found"),
         ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ApiError::CsrfRejected(_) => (S::FORBIDDEN, "csrf_rejected"),
         ApiError::Domain(d) => match d {
             Error::Validation(_) => (S::BAD_REQUEST, "validation_failed"),
             Error::InvalidRequest(_) => (S::BAD_REQUEST, "invalid_request"),

@@ -6,6 +6,7 @@
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod browser;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub openapi: actix_web::web::Bytes,
     /// `verify.require_client`: `/verify` answers authenticated resource servers only.
     pub require_verify_client: bool,
+    /// CORS, the refresh-token cookie and its CSRF rule.
+    pub browser: browser::BrowserPolicy,
 }
 
 pub(crate) type State = web::Data<AppState>;

@@ -41,15 +41,24 @@ pub struct LoginRequest {
     pub password: SecretString,
 }
 
+/// `POST /login`'s query: `?cookie=true` delivers the refresh token as a cookie.
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    pub cookie: bool,
+}
+
+/// Without `refresh_token`, the refresh token comes from the cookie.
 #[derive(Deserialize)]
 pub struct RefreshRequest {
-    pub refresh_token: String,
+    pub refresh_token: Option<String>,
     pub access_token: Option<String>,
 }
 
+/// Without `refresh_token`, the refresh token comes from the cookie.
 #[derive(Deserialize)]
 pub struct LogoutRequest {
-    pub refresh_token: String,
+    pub refresh_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -88,10 +97,13 @@ pub struct AuditQueryParams {
 
 // ---- responses ---------------------------------------------------------------------------
 
+/// The tokens of a login or refresh. With cookie delivery `refresh_token` is left out: it
+/// goes in the cookie only, out of JavaScript's reach.
 #[derive(Serialize)]
 pub struct TokenPair {
     pub access_token: String,
-    pub refresh_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     pub token_type: &'static str,
     pub expires_in: i64,
     pub refresh_expires_in: i64,
@@ -101,7 +113,7 @@ impl From<IssuedTokens> for TokenPair {
     fn from(t: IssuedTokens) -> Self {
         TokenPair {
             access_token: t.access_token,
-            refresh_token: t.refresh_token,
+            refresh_token: Some(t.refresh_token),
             token_type: "Bearer",
             expires_in: t.expires_in,
             refresh_expires_in: t.refresh_expires_in,

@@ -9,6 +9,7 @@ mod account;
 mod admin;
 mod audit;
 mod bad_input;
+mod browser;
 mod cli;
 mod keys;
 mod login;

@@ -9,6 +9,7 @@
 mod support;
 
 mod api;
+mod browser;
 mod compose;
 mod end_to_end;
 mod nginx;

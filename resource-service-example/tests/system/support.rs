@@ -71,6 +71,8 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// Starts both services. In an override's value, `{public}` stands for the auth service's
+    /// public URL and `{rs}` for the resource service's (their ports are chosen here).
     pub async fn start(
         backend: Backend,
         auth_overrides: &[(&str, &str)],
@@ -82,8 +84,17 @@ impl Stack {
         let public = format!("http://127.0.0.1:{public_port}");
         let internal = format!("http://127.0.0.1:{internal_port}");
         let rs = format!("http://127.0.0.1:{rs_port}");
+        let placeholders = |overrides: &[(&str, &str)]| -> Env {
+            overrides
+                .iter()
+                .map(|(k, v)| {
+                    let v = v.replace("{public}", &public).replace("{rs}", &rs);
+                    (k.to_string(), v)
+                })
+                .collect()
+        };
         let mut auth_env = auth_env(dir.path(), &db.url, public_port, internal_port);
-        auth_env.extend(env(auth_overrides));
+        auth_env.extend(placeholders(auth_overrides));
         let auth = Service::start(
             "auth-service",
             auth_service_bin(),
@@ -93,7 +104,7 @@ impl Stack {
         )
         .await;
         let mut rs_env = resource_env(rs_port, &format!("{internal}/verify"));
-        rs_env.extend(env(rs_overrides));
+        rs_env.extend(placeholders(rs_overrides));
         let resource = Service::start(
             "resource-service-example",
             Path::new(RESOURCE_SERVICE_BIN),
