@@ -4,6 +4,8 @@
 #   /verify, one token repeated  ÷ /healthz of the same server, 64 connections  goal ≥ 0.9
 #   /verify, a new token each call, cache on ÷ cache off (verify.cache_size=0)  goal ≥ 0.8
 #   POST /oauth/introspect with client authentication ÷ /verify, one token      goal ≥ 0.8
+#     (for context: POST /verify with the token in a JSON body ÷ GET /verify, and /verify
+#     with verify.require_client, the caller authenticated each call ÷ without)
 #   POST /refresh (a fresh refresh token each call, 16 connections) on PostgreSQL
 #     ÷ the same SQL statements as plain transactions with pgbench, 16 clients    goal ≥ 0.5
 #   POST /refresh on SQLite: rate and p99
@@ -68,6 +70,16 @@ if [[ " $PARTS " == *" verify "* ]]; then
   read -r introspect bad < <(TOKEN="$token" CLIENT_ID=bench-rs CLIENT_SECRET="$client_secret" \
     wrk -t2 -c64 -d"$DURATION" -s bench/introspect.lua "http://$internal/oauth/introspect" | rate)
   echo "/oauth/introspect (client authenticated each call) $introspect/s ($bad refused) ÷ /verify $same/s = $(python3 -c "print(round($introspect/$same, 2))") (goal >= 0.8)"
+  read -r posted bad < <(TOKEN="$token" wrk -t2 -c64 -d"$DURATION" -s bench/verify_post.lua "http://$internal/verify" | rate)
+  echo "  context: POST /verify (JSON body) $posted/s ($bad refused) ÷ GET /verify = $(python3 -c "print(round($posted/$same, 2))"); introspection ÷ POST /verify = $(python3 -c "print(round($introspect/$posted, 2))")"
+  stop
+  start AUTH__VERIFY__REQUIRE_CLIENT=true
+  basic=$(printf '%s' "bench-rs:$client_secret" | base64 -w0)
+  read -r required bad < <(wrk -t2 -c64 -d"$DURATION" -H "Authorization: Bearer $token" \
+    -H "X-Client-Authorization: Basic $basic" "http://$internal/verify" | rate)
+  echo "  context: GET /verify with verify.require_client $required/s ($bad refused) ÷ without = $(python3 -c "print(round($required/$same, 2))")"
+  stop
+  start
   # Enough distinct tokens that none repeats within a run.
   env "${base_env[@]}" target/release/examples/mint_tokens access 300000 >"$dir/access.txt"
   read -r cached bad1 < <(TOKENS="$dir/access.txt" wrk -t2 -c64 -d"$DURATION" -s bench/tokens.lua "http://$internal" | rate)

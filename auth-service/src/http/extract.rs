@@ -166,9 +166,13 @@ pub fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
     if value.len() > MAX_TOKEN_BYTES + 16 {
         return Err(InvalidToken("token is too large").into());
     }
-    let value = value
-        .to_str()
-        .map_err(|_| InvalidToken("authorization header is not valid"))?;
+    // ASCII only, as `HeaderValue::to_str` asks, checked a word at a time rather than a byte
+    // at a time (this runs on every /verify; the header has already been parsed, so it holds
+    // no control characters but a tab).
+    let value = std::str::from_utf8(value.as_bytes())
+        .ok()
+        .filter(|v| v.is_ascii())
+        .ok_or(InvalidToken("authorization header is not valid"))?;
     let (scheme, token) = value
         .split_once(' ')
         .ok_or(InvalidToken("authorization header is not a bearer token"))?;

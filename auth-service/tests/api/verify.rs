@@ -130,6 +130,14 @@ both_backends! {
             .send(app.client.get(&url).header("authorization", format!("Bearer {}", "a".repeat(12_000))))
             .await;
         assert_eq!(big.status, 401);
+        // Bytes beyond ASCII (obs-text, or UTF-8) around a good token: refused, never a 500.
+        let (at, _) = app.signed_in("alice").await;
+        for bytes in [format!("Bearer {at}\u{e9}").into_bytes(), [b"Bearer ".as_slice(), at.as_bytes(), &[0xff]].concat()] {
+            let value = reqwest::header::HeaderValue::from_bytes(&bytes).unwrap();
+            let r = app.send(app.client.get(&url).header("authorization", value)).await;
+            assert_eq!(r.status, 401, "{}", r.body);
+            assert_eq!(r.body["error"], "invalid_token");
+        }
         // POST /verify with a bad body keeps the verify shape.
         let r = app.send(app.client.post(&url).header("content-type", "application/json").body("{")).await;
         assert_eq!(r.status, 400);
