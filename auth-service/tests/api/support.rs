@@ -83,7 +83,12 @@ impl TestApp {
         TestApp {
             public: format!("http://{}", server.public_addr),
             internal: format!("http://{}", server.internal_addr),
-            client: reqwest::Client::new(),
+            // Idle connections are dropped well before the server's keep-alive (5 s) closes
+            // them, so a request never goes out on a connection the server is closing.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(1))
+                .build()
+                .expect("HTTP client"),
             server: ServerGuard(server),
             db,
             data_dir,

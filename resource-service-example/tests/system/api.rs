@@ -476,12 +476,20 @@ async fn authenticates_to_an_auth_service_that_requires_clients() {
     );
     let (at, _) = stack.signed_in("alice").await;
     stack.rs_get("/posts", &at).await.assert_unavailable();
-    assert!(
-        stack
-            .resource
-            .output()
-            .contains("refused this service's client credentials")
-    );
+    // The reason is logged (the log arrives through a pipe: wait for it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stack
+        .resource
+        .output()
+        .contains("refused this service's client credentials")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            stack.resource.output()
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // Provisioned again from the shared secret file, as docker-compose does.
     let out = stack.auth_cli(
         &[

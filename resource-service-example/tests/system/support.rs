@@ -119,7 +119,12 @@ impl Stack {
             public,
             internal,
             rs,
-            client: reqwest::Client::new(),
+            // Idle connections are dropped well before the server's keep-alive (5 s) closes
+            // them, so a request never goes out on a connection the server is closing.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(1))
+                .build()
+                .expect("HTTP client"),
             _db: db,
             dir,
         }

@@ -165,7 +165,13 @@ async fn a_request_that_waited_too_long_is_refused_not_hashed() {
     let p = Passwords::new(&slow).unwrap();
     let results =
         futures_util::future::join_all((0..4).map(|_| p.hash(secret("long enough")))).await;
-    assert!(results[0].is_ok(), "{:?}", results[0].as_ref().err());
+    // The first is normally hashed; on a loaded machine it may itself wait past 30 ms for
+    // the worker to start, and is then refused the same way.
+    assert!(
+        matches!(results[0], Ok(_) | Err(PasswordError::Overloaded)),
+        "{:?}",
+        results[0].as_ref().err()
+    );
     assert!(
         results[1..]
             .iter()
