@@ -378,30 +378,21 @@ fn client(settings: &Settings, cmd: ClientCommand) -> Result<(), String> {
                 client_credentials,
                 password: password_grant,
             };
-            let now = SystemClock.now();
-            let (client, generated, created) = if update_existing {
-                clients::create_or_update_client(
-                    &mut conn,
-                    &secrets,
-                    &client_id,
-                    given,
+            let registered = clients::create_client(
+                &mut conn,
+                &secrets,
+                clients::NewClient {
+                    client_id: &client_id,
+                    secret: given,
                     permissions,
-                    &scopes,
-                    now,
-                )
-            } else {
-                clients::create_client(
-                    &mut conn,
-                    &secrets,
-                    &client_id,
-                    given,
-                    permissions,
-                    &scopes,
-                    now,
-                )
-                .map(|(client, generated)| (client, generated, true))
-            }
+                    scopes: &scopes,
+                    update_existing,
+                },
+                SystemClock.now(),
+            )
             .map_err(|e| describe(&e))?;
+            let (client, generated, created) =
+                (registered.client, registered.generated, registered.created);
             let verb = if created { "created" } else { "updated" };
             println!("{verb} client {}", describe_client(&client));
             show(generated);

@@ -102,7 +102,6 @@ pub async fn start_with_clock(
         .await??
     };
     log::info!("database backend: {}", db.backend());
-    let live_access = keys.live_access.clone();
     let key_clock = clock.clone();
     let metrics = Arc::new(
         Metrics::new()
@@ -126,18 +125,16 @@ pub async fn start_with_clock(
     };
     let (public_listener, public_addr) = bind(settings.server.public_addr)?;
     let (internal_listener, internal_addr) = bind(settings.server.internal_addr)?;
-    let public_url = settings
-        .server
-        .public_url
-        .as_deref()
-        .map(|u| u.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| format!("http://{public_addr}"));
-    let internal_url = settings
-        .server
-        .internal_url
-        .as_deref()
-        .map(|u| u.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| format!("http://{internal_addr}"));
+    // Where clients reach each listener: as configured (without a trailing `/`), else the
+    // bound address.
+    let url_of = |configured: &Option<String>, bound: std::net::SocketAddr| {
+        configured.as_deref().map_or_else(
+            || format!("http://{bound}"),
+            |u| u.trim_end_matches('/').to_string(),
+        )
+    };
+    let public_url = url_of(&settings.server.public_url, public_addr);
+    let internal_url = url_of(&settings.server.internal_url, internal_addr);
     let openapi = crate::http::wellknown::openapi_json()
         .map_err(|e| StartError::Domain(crate::domain::Error::Internal(e.into())))?;
     let state = web::Data::new(AppState {
@@ -147,8 +144,8 @@ pub async fn start_with_clock(
         require_verify_client: settings.verify.require_client,
         discovery: crate::http::wellknown::discovery(
             &settings.tokens.issuer,
-            public_url.trim_end_matches('/'),
-            internal_url.trim_end_matches('/'),
+            &public_url,
+            &internal_url,
         ),
         openapi,
         browser: crate::http::browser::BrowserPolicy {
@@ -232,12 +229,10 @@ pub async fn start_with_clock(
                 let read = tokio::task::spawn_blocking(move || Keys::reload_at(&settings, now));
                 match read.await {
                     Ok(Ok(keys)) => {
-                        let changed = live_access.replace(keys.access);
-                        if changed {
-                            // Tokens checked with the old keys are checked again.
-                            key_state.services.sessions.forget_verified_tokens();
-                        }
-                        if changed && let Some((active, accepted)) = live_access.kids() {
+                        // Tokens checked with the old keys are checked again.
+                        if let Some((active, accepted)) =
+                            key_state.services.sessions.replace_access_keys(keys.access)
+                        {
                             log::info!(
                                 "access-token keys changed: signing with kid {active}; \
                                  accepting {}",

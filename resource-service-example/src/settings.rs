@@ -61,10 +61,21 @@ pub struct AuthSettings {
     pub client_id: Option<String>,
     /// Its secret, inline; or
     #[serde(default)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Redacted>,
     /// from a file (surrounding whitespace dropped), e.g. a Docker secret.
     #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
+}
+
+/// A setting that is a secret: `Debug` never shows it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Where the configuration comes from; tests pass their own environment map.
@@ -170,7 +181,7 @@ impl Settings {
                     "set it or auth.client_secret_file, not both".into(),
                 );
             }
-            (Some(s), None) => Some(s.trim().to_string()),
+            (Some(s), None) => Some(s.0.trim().to_string()),
             (None, Some(path)) => match std::fs::read_to_string(path) {
                 Ok(s) => Some(s.trim().to_string()),
                 Err(e) => {
@@ -317,6 +328,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.verify_config().unwrap().client.unwrap().secret, "inline");
         assert!(!s.summary().contains("inline"));
+        assert!(!format!("{s:?}").contains("inline"));
         for (pairs, key) in [
             (
                 vec![("RS__AUTH__CLIENT_ID", "posts-api")],

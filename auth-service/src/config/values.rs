@@ -233,31 +233,39 @@ impl NetList {
     }
 }
 
+/// A list setting's items: comma-separated, blanks ignored, each parsed by `one`.
+fn parse_list<T>(s: &str, one: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(one)
+        .collect()
+}
+
+/// A list setting as text: comma-separated in the environment, or a TOML list (joined).
+fn list_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        List(Vec<String>),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::Text(t) => t,
+        Raw::List(items) => items.join(","),
+    })
+}
+
 impl FromStr for NetList {
     type Err = String;
     fn from_str(s: &str) -> Result<NetList, String> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(NetList::parse_one)
-            .collect::<Result<Vec<_>, _>>()
-            .map(NetList)
+        parse_list(s, NetList::parse_one).map(NetList)
     }
 }
 
 impl<'de> Deserialize<'de> for NetList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<NetList, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            List(Vec<String>),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::Text(t) => t,
-            Raw::List(items) => items.join(","),
-        };
-        text.parse().map_err(de::Error::custom)
+        list_text(d)?.parse().map_err(de::Error::custom)
     }
 }
 
@@ -322,28 +330,13 @@ impl OriginList {
 impl FromStr for OriginList {
     type Err = String;
     fn from_str(s: &str) -> Result<OriginList, String> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(OriginList::parse_one)
-            .collect::<Result<Vec<_>, _>>()
-            .map(OriginList)
+        parse_list(s, OriginList::parse_one).map(OriginList)
     }
 }
 
 impl<'de> Deserialize<'de> for OriginList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<OriginList, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            List(Vec<String>),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::Text(t) => t,
-            Raw::List(items) => items.join(","),
-        };
-        text.parse().map_err(de::Error::custom)
+        list_text(d)?.parse().map_err(de::Error::custom)
     }
 }
 

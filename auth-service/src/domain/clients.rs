@@ -48,12 +48,20 @@ impl From<&ClientRecord> for Client {
     }
 }
 
-/// An access token issued to a machine client.
-#[derive(Debug)]
+/// An access token issued to a machine client. `Debug` hides the token.
 pub struct ClientToken {
     pub access_token: String,
     pub expires_in: i64,
     pub scope: String,
+}
+
+impl std::fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientToken")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a client may do, for registration.
@@ -113,86 +121,60 @@ fn choose_secret(given: Option<SecretString>) -> Result<(SecretString, bool), Er
     }
 }
 
-/// Registers a client (the command line's `client create`). Returns the client and, when
-/// none was given, the generated secret.
+/// A client to register (the command line's `client create`).
+pub struct NewClient<'a> {
+    pub client_id: &'a str,
+    /// `None`: one is generated (and returned, to be shown once).
+    pub secret: Option<SecretString>,
+    pub permissions: Permissions,
+    pub scopes: &'a [String],
+    /// When the id is taken, give that client this secret, these permissions and scopes
+    /// instead of failing: running it again converges (for provisioning).
+    pub update_existing: bool,
+}
+
+/// What registering did.
+pub struct Registered {
+    pub client: Client,
+    /// The generated secret, when none was given.
+    pub generated: Option<SecretString>,
+    /// `false` when an existing client was updated.
+    pub created: bool,
+}
+
+/// Registers a client, or updates it with [`NewClient::update_existing`].
 pub fn create_client(
     conn: &mut DbConn,
     secrets: &ClientSecrets,
-    client_id: &str,
-    secret: Option<SecretString>,
-    permissions: Permissions,
-    scopes: &[String],
+    new: NewClient<'_>,
     now: i64,
-) -> Result<(Client, Option<SecretString>), Error> {
-    register(
-        conn,
-        secrets,
-        client_id,
-        secret,
-        permissions,
-        scopes,
-        now,
-        false,
-    )
-    .map(|(client, secret, _)| (client, secret))
-}
-
-/// [`create_client`], or, when the id is taken, the same client given this secret,
-/// these permissions and scopes: running it again converges (for provisioning). The
-/// `bool` says whether the client was created.
-pub fn create_or_update_client(
-    conn: &mut DbConn,
-    secrets: &ClientSecrets,
-    client_id: &str,
-    secret: Option<SecretString>,
-    permissions: Permissions,
-    scopes: &[String],
-    now: i64,
-) -> Result<(Client, Option<SecretString>, bool), Error> {
-    register(
-        conn,
-        secrets,
-        client_id,
-        secret,
-        permissions,
-        scopes,
-        now,
-        true,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn register(
-    conn: &mut DbConn,
-    secrets: &ClientSecrets,
-    client_id: &str,
-    secret: Option<SecretString>,
-    permissions: Permissions,
-    scopes: &[String],
-    now: i64,
-    update_existing: bool,
-) -> Result<(Client, Option<SecretString>, bool), Error> {
+) -> Result<Registered, Error> {
+    let client_id = new.client_id;
     validate_client_id(client_id)?;
-    validate_scopes(scopes)?;
-    let (secret, generated) = choose_secret(secret)?;
+    validate_scopes(new.scopes)?;
+    let (secret, generated) = choose_secret(new.secret)?;
     let record = ClientRecord {
         client_id: client_id.to_string(),
         secret_hash: secrets.hash(client_id, secret.expose_secret()),
-        can_introspect: permissions.introspect,
-        can_client_credentials: permissions.client_credentials,
-        can_password: permissions.password,
-        scopes: scopes.join(" "),
+        can_introspect: new.permissions.introspect,
+        can_client_credentials: new.permissions.client_credentials,
+        can_password: new.permissions.password,
+        scopes: new.scopes.join(" "),
         created_at: now,
         updated_at: now,
     };
     let created = client_table::insert(conn, &record)?;
-    let replaced = !created && update_existing && client_table::replace(conn, &record)?;
+    let replaced = !created && new.update_existing && client_table::replace(conn, &record)?;
     if !created && !replaced {
         return Err(Error::Validation(format!(
             "client id: {client_id:?} is taken"
         )));
     }
-    Ok((Client::from(&record), generated.then_some(secret), created))
+    Ok(Registered {
+        client: Client::from(&record),
+        generated: generated.then_some(secret),
+        created,
+    })
 }
 
 pub fn list_clients(conn: &mut DbConn) -> Result<Vec<Client>, Error> {

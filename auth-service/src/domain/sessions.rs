@@ -435,9 +435,18 @@ impl Sessions {
         Ok(())
     }
 
-    /// The access-token keys changed: no token is answered from what was checked before.
-    pub fn forget_verified_tokens(&self) {
+    /// Makes `set` the access-token keys (a rotation, re-read from `keys.dir`). When that
+    /// changes anything, no token is answered from what was checked before, and the new
+    /// signing `kid` and accepted `kid`s are returned.
+    pub fn replace_access_keys(
+        &self,
+        set: crate::security::keys::KeySet,
+    ) -> Option<(String, Vec<String>)> {
+        if !self.tokens.replace_access_keys(set) {
+            return None;
+        }
         self.verified.invalidate();
+        Some(self.tokens.access_kids())
     }
 
     /// Checks an access token without touching the database: from the cache of verified

@@ -126,8 +126,6 @@ pub use jsonwebtoken::jwk::JwkSet;
 #[derive(Clone)]
 pub struct Keys {
     pub access: KeySet,
-    /// Where a running server swaps in a changed access key set (see [`LiveAccessKeys`]).
-    pub live_access: crate::security::tokens::LiveAccessKeys,
     pub refresh: KeySet,
     /// Hashes client secrets (keyed from the refresh secret).
     pub client_secrets: crate::security::client_secrets::ClientSecrets,
@@ -524,7 +522,6 @@ impl Keys {
             access,
             refresh,
             client_secrets,
-            live_access: Default::default(),
         })
     }
 }
@@ -1111,7 +1108,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = rotation_settings(dir.path(), &[]);
         let keys = Keys::load_at(&s, T).unwrap();
-        let live = keys.live_access.clone();
         let tokens = Tokens::new(keys, &s.tokens);
         let grant = || AccessGrant {
             user_id: crate::model::UserId::random(),
@@ -1123,9 +1119,9 @@ mod tests {
         let old = tokens.issue_access(grant(), T).unwrap();
 
         let r = rotate(&s, T).unwrap();
-        assert!(live.replace(Keys::reload_at(&s, T).unwrap().access));
+        assert!(tokens.replace_access_keys(Keys::reload_at(&s, T).unwrap().access));
         assert!(
-            !live.replace(Keys::reload_at(&s, T).unwrap().access),
+            !tokens.replace_access_keys(Keys::reload_at(&s, T).unwrap().access),
             "no change"
         );
         let new = tokens.issue_access(grant(), T).unwrap();
@@ -1144,7 +1140,7 @@ mod tests {
 
         // Once the old key's time has passed, a reload drops it.
         let later = r.retired.unwrap().1 + 1;
-        assert!(live.replace(Keys::reload_at(&s, later).unwrap().access));
+        assert!(tokens.replace_access_keys(Keys::reload_at(&s, later).unwrap().access));
         assert_eq!(tokens.jwks().keys.len(), 1);
         assert!(matches!(
             tokens.check_access(&old, Expiry::Ignore, later),
@@ -1173,7 +1169,6 @@ mod tests {
             ],
         );
         let keys = Keys::load_at(&s, T).unwrap();
-        let live = keys.live_access.clone();
         let tokens = Tokens::new(keys, &s.tokens);
         let old = tokens
             .issue_access(
@@ -1187,12 +1182,12 @@ mod tests {
             )
             .unwrap();
         assert!(
-            !live.replace(Keys::reload_at(&s, T).unwrap().access),
+            !tokens.replace_access_keys(Keys::reload_at(&s, T).unwrap().access),
             "same file"
         );
         write();
         assert!(
-            live.replace(Keys::reload_at(&s, T).unwrap().access),
+            tokens.replace_access_keys(Keys::reload_at(&s, T).unwrap().access),
             "same kid, other key"
         );
         assert!(tokens.check_access(&old, Expiry::Enforce, T).is_err());

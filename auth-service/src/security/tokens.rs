@@ -6,7 +6,7 @@
 //! a test clock moves token expiry too.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Header, Validation};
@@ -223,47 +223,6 @@ impl Family {
     }
 }
 
-/// The access-token family of a running [`Tokens`], replaceable while it runs: a rotation
-/// (`keys rotate`) is swapped in here by the server's key-reload task. Readers take a
-/// short read lock to clone an `Arc`; nothing on the verify path touches the file system.
-#[derive(Clone, Default)]
-pub struct LiveAccessKeys(Arc<OnceLock<Arc<RwLock<Arc<Family>>>>>);
-
-impl LiveAccessKeys {
-    fn current(&self) -> Option<Arc<Family>> {
-        let slot = self.0.get()?;
-        let family = slot.read().unwrap_or_else(|e| e.into_inner());
-        Some(family.clone())
-    }
-
-    /// The signing `kid` and every accepted `kid` (sorted) in use now; `None` before the
-    /// [`Tokens`] these keys were given to exists.
-    pub fn kids(&self) -> Option<(String, Vec<String>)> {
-        self.current().map(|f| {
-            let (signing, keys) = identity_of(&f.set);
-            (signing, keys.into_iter().map(|(kid, _)| kid).collect())
-        })
-    }
-
-    /// Makes `set` the access keys: new tokens are signed with its signing key, and only
-    /// its keys verify. Returns whether anything changed (`false` also before the
-    /// [`Tokens`] exists).
-    pub fn replace(&self, set: KeySet) -> bool {
-        let Some(slot) = self.0.get() else {
-            return false;
-        };
-        let Some(old) = self.current() else {
-            return false;
-        };
-        if identity_of(&old.set) == identity_of(&set) {
-            return false;
-        }
-        let family = Family::new(set, old.typ, &old.issuer, &old.audience, old.leeway);
-        *slot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(family);
-        true
-    }
-}
-
 /// What makes two key sets the same: the signing `kid` and every verifying key by `kid`
 /// and material (a file replaced in place under a fixed `keys.kid` is a change).
 fn identity_of(set: &KeySet) -> (String, Vec<(String, [u8; 32])>) {
@@ -313,8 +272,6 @@ impl Tokens {
             &settings.audience,
             leeway,
         ))));
-        // The first `Tokens` made from these keys is the one the reload task updates.
-        let _ = keys.live_access.0.set(access.clone());
         Tokens {
             access,
             refresh: Family::new(
@@ -331,6 +288,26 @@ impl Tokens {
 
     pub fn access_ttl(&self) -> i64 {
         self.access_ttl
+    }
+
+    /// The signing `kid` and every accepted `kid` (sorted) in use now.
+    pub fn access_kids(&self) -> (String, Vec<String>) {
+        let (signing, keys) = identity_of(&self.access().set);
+        (signing, keys.into_iter().map(|(kid, _)| kid).collect())
+    }
+
+    /// Makes `set` the access keys of this running instance (a rotation, picked up by the
+    /// server's key-reload task): new tokens are signed with its signing key, and only its
+    /// keys verify. Returns whether anything changed. Readers take a short read lock to
+    /// clone an `Arc`; nothing on the verify path touches the file system.
+    pub fn replace_access_keys(&self, set: KeySet) -> bool {
+        let old = self.access();
+        if identity_of(&old.set) == identity_of(&set) {
+            return false;
+        }
+        let family = Family::new(set, old.typ, &old.issuer, &old.audience, old.leeway);
+        *self.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(family);
+        true
     }
 
     /// The access-token family in use now (a rotation may replace it at any time).

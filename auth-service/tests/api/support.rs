@@ -182,22 +182,23 @@ impl TestApp {
             .expect("keys")
             .client_secrets;
         let (id, now) = (client_id.to_string(), self.now());
-        let (_, secret) = self
+        let registered = self
             .pool
             .run(move |conn| {
-                auth_service::domain::clients::create_client(
-                    conn,
-                    &secrets,
-                    &id,
-                    None,
+                use auth_service::domain::clients::{NewClient, create_client};
+                let new = NewClient {
+                    client_id: &id,
+                    secret: None,
                     permissions,
-                    &scopes,
-                    now,
-                )
+                    scopes: &scopes,
+                    update_existing: false,
+                };
+                create_client(conn, &secrets, new, now)
             })
             .await
             .expect("client created");
-        secrecy::ExposeSecret::expose_secret(&secret.expect("a generated secret")).to_string()
+        let secret = registered.generated.expect("a generated secret");
+        secrecy::ExposeSecret::expose_secret(&secret).to_string()
     }
 
     /// Moves the service's time forward.

@@ -196,19 +196,26 @@ impl Drop for Nginx {
     }
 }
 
+/// The port of `http://127.0.0.1:PORT[/path]`.
+fn port_of(url: &str) -> u16 {
+    let authority = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    authority
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port")
+}
+
 #[actix_web::test]
 async fn auth_request_example_guards_an_upstream() {
     let mut stack = Stack::start(Backend::Sqlite, &[], &[]).await;
     let upstream = FakeVerify::start(FakeAnswer::EchoHeaders);
-    let upstream_port: u16 = upstream
-        .url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches("/verify")
-        .parse()
-        .unwrap();
-    let internal_port: u16 = stack.internal.rsplit(':').next().unwrap().parse().unwrap();
+    let upstream_port = port_of(&upstream.url);
+    let internal_port = port_of(&stack.internal);
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(
@@ -287,15 +294,8 @@ async fn auth_request_example_with_require_client() {
         String::from_utf8_lossy(&out.stderr)
     );
     let upstream = FakeVerify::start(FakeAnswer::EchoHeaders);
-    let upstream_port: u16 = upstream
-        .url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches("/verify")
-        .parse()
-        .unwrap();
-    let internal_port: u16 = stack.internal.rsplit(':').next().unwrap().parse().unwrap();
+    let upstream_port = port_of(&upstream.url);
+    let internal_port = port_of(&stack.internal);
     let (at, _) = stack.signed_in("alice").await;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("edge-nginx:{SECRET}"));
     for (credentials, status) in [(None, 503), (Some(basic), 200)] {

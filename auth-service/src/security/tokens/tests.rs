@@ -70,7 +70,6 @@ fn tokens() -> (Tokens, String) {
                 access,
                 refresh,
                 client_secrets: crate::security::client_secrets::ClientSecrets::new(b"k"),
-                live_access: Default::default(),
             },
             &settings(),
         ),
@@ -292,7 +291,6 @@ fn unknown_kid_wrong_typ_and_missing_claims() {
             access: access.clone(),
             refresh: key_set(SigningAlgorithm::HS256, "r").0,
             client_secrets: crate::security::client_secrets::ClientSecrets::new(b"k"),
-            live_access: Default::default(),
         },
         &settings(),
     );
