@@ -49,8 +49,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let passwords = Passwords::new(&settings.password)?;
             let name = format!("bench{}", uuid::Uuid::new_v4().simple());
             let password = SecretString::from("correct horse battery".to_string());
-            let user =
-                maintenance::create_user(&mut conn, &passwords, &name, None, &password, &[], now)?;
+            let account = maintenance::NewAccount {
+                username: &name,
+                email: None,
+                password: &password,
+                extra_roles: &[],
+            };
+            let user = maintenance::create_user(
+                &mut conn,
+                &passwords,
+                &account,
+                now,
+                auth_service::domain::audit::Outbox::for_settings(&settings),
+            )?;
             let client = ClientInfo::default();
             let ttl = settings.tokens.refresh_ttl.as_secs_i64();
             for chunk in (0..n).collect::<Vec<_>>().chunks(500) {

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::config::{Settings, Sources};
+use crate::domain::audit::Outbox;
 use crate::domain::{Clock, SystemClock, admin, maintenance};
 use crate::security::keys::Keys;
 use crate::security::passwords::Passwords;
@@ -243,14 +244,18 @@ fn user(settings: &Settings, cmd: UserCommand) -> Result<(), String> {
             let password = read_password()?;
             let passwords = Passwords::new(&settings.password).map_err(|e| describe(&e))?;
             let mut conn = connect(settings)?;
+            let account = maintenance::NewAccount {
+                username: &username,
+                email: email.as_deref(),
+                password: &password,
+                extra_roles: &roles,
+            };
             let user = maintenance::create_user(
                 &mut conn,
                 &passwords,
-                &username,
-                email.as_deref(),
-                &password,
-                &roles,
+                &account,
                 SystemClock.now(),
+                Outbox::for_settings(settings),
             )
             .map_err(|e| describe(&e))?;
             println!(
@@ -261,9 +266,15 @@ fn user(settings: &Settings, cmd: UserCommand) -> Result<(), String> {
         }
         UserCommand::GrantRole { username, role } => {
             let mut conn = connect(settings)?;
-            let change =
-                admin::change_role_by_login(&mut conn, &username, &role, true, SystemClock.now())
-                    .map_err(|e| describe(&e))?;
+            let change = admin::change_role_by_login(
+                &mut conn,
+                &username,
+                &role,
+                true,
+                SystemClock.now(),
+                Outbox::for_settings(settings),
+            )
+            .map_err(|e| describe(&e))?;
             println!(
                 "{} now has roles {}",
                 change.after.username, change.after.roles
@@ -272,9 +283,15 @@ fn user(settings: &Settings, cmd: UserCommand) -> Result<(), String> {
         }
         UserCommand::RevokeRole { username, role } => {
             let mut conn = connect(settings)?;
-            let change =
-                admin::change_role_by_login(&mut conn, &username, &role, false, SystemClock.now())
-                    .map_err(|e| describe(&e))?;
+            let change = admin::change_role_by_login(
+                &mut conn,
+                &username,
+                &role,
+                false,
+                SystemClock.now(),
+                Outbox::for_settings(settings),
+            )
+            .map_err(|e| describe(&e))?;
             println!(
                 "{} now has roles {}; {} session(s) ended",
                 change.after.username,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::audit::{AuditEvent, AuditKind, Outbox};
 use crate::domain::limits::Limiter;
 use crate::domain::sessions::AccessClaims;
 use crate::domain::validation::{normalize_email, validate_password, validate_username};
@@ -63,6 +63,7 @@ pub(crate) fn store_new_user(
     client: &ClientInfo,
     via: Option<&str>,
     actor_roles: &Roles,
+    outbox: Outbox,
 ) -> Result<(), Error> {
     conn.write_transaction(|conn| {
         match users::insert(conn, user)? {
@@ -77,12 +78,12 @@ pub(crate) fn store_new_user(
         AuditEvent::new(AuditKind::Registered, client)
             .user(user.id)
             .detail(detail)
-            .record(conn, user.now)?;
+            .record(conn, user.now, outbox)?;
         for role in actor_roles.iter().filter(|r| **r != Role::user()) {
             AuditEvent::new(AuditKind::RoleGranted, client)
                 .user(user.id)
                 .detail(serde_json::json!({"role": role, "by": null, "via": via}))
-                .record(conn, user.now)?;
+                .record(conn, user.now, outbox)?;
         }
         Ok(())
     })
@@ -127,6 +128,7 @@ impl Accounts {
         let now = self.ctx.now();
         let id = UserId::random();
         let username = input.username;
+        let outbox = self.ctx.outbox;
         let user = self
             .ctx
             .db
@@ -140,7 +142,7 @@ impl Accounts {
                     roles: &roles,
                     now,
                 };
-                store_new_user(conn, &new, &client, None, &roles)?;
+                store_new_user(conn, &new, &client, None, &roles, outbox)?;
                 users::find(conn, &id)?.ok_or(Error::NotFound)
             })
             .await?;
@@ -186,6 +188,7 @@ impl Accounts {
         validate_password(&new)?;
         let hash = self.passwords.hash(new).await?;
         let (user_id, keep, now) = (caller.sub, caller.sid, self.ctx.now());
+        let outbox = self.ctx.outbox;
         let ended = self
             .ctx
             .db
@@ -203,7 +206,7 @@ impl Accounts {
                         .user(user_id)
                         .session(keep)
                         .detail(serde_json::json!({"sessions_ended": ended.len()}))
-                        .record(conn, now)?;
+                        .record(conn, now, outbox)?;
                     Ok::<_, Error>(ended)
                 })
             })
@@ -235,6 +238,7 @@ impl Accounts {
         client: ClientInfo,
     ) -> Result<(), Error> {
         let (user_id, now) = (caller.sub, self.ctx.now());
+        let outbox = self.ctx.outbox;
         let ended = self
             .ctx
             .db
@@ -252,7 +256,7 @@ impl Accounts {
                             .user(user_id)
                             .session(target)
                             .detail(serde_json::json!({"by": user_id}))
-                            .record(conn, now)?;
+                            .record(conn, now, outbox)?;
                     }
                     Ok::<_, Error>(ended)
                 })
@@ -269,6 +273,7 @@ impl Accounts {
     /// Ends every session of the caller, the current one included.
     pub async fn logout_all(&self, caller: &AccessClaims, client: ClientInfo) -> Result<(), Error> {
         let (user_id, current, now) = (caller.sub, caller.sid, self.ctx.now());
+        let outbox = self.ctx.outbox;
         let ended = self
             .ctx
             .db
@@ -285,7 +290,7 @@ impl Accounts {
                         .user(user_id)
                         .session(current)
                         .detail(serde_json::json!({"sessions_ended": ended.len()}))
-                        .record(conn, now)?;
+                        .record(conn, now, outbox)?;
                     Ok::<_, Error>(ended)
                 })
             })

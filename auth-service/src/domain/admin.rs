@@ -8,7 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::domain::audit::{AuditEntry, AuditEvent, AuditKind};
+use crate::domain::audit::{AuditEntry, AuditEvent, AuditKind, Outbox};
 use crate::domain::sessions::AccessClaims;
 use crate::domain::{Context, Error, User};
 use crate::model::{ClientInfo, Role, Roles, SessionId, UserId};
@@ -105,6 +105,7 @@ pub fn apply_roles(
     actor: Option<UserId>,
     client: &ClientInfo,
     now: i64,
+    outbox: Outbox,
 ) -> Result<UserChange, Error> {
     conn.write_transaction(|conn| {
         still_admin(conn, actor)?;
@@ -121,7 +122,7 @@ pub fn apply_roles(
                 AuditEvent::new(kind, client)
                     .user(target)
                     .detail(serde_json::json!({"role": role, "by": actor}))
-                    .record(conn, now)?;
+                    .record(conn, now, outbox)?;
             }
         }
         let ended_sessions = if removed.is_empty() {
@@ -146,6 +147,7 @@ pub fn apply_disabled(
     actor: Option<UserId>,
     client: &ClientInfo,
     now: i64,
+    outbox: Outbox,
 ) -> Result<UserChange, Error> {
     conn.write_transaction(|conn| {
         still_admin(conn, actor)?;
@@ -166,7 +168,7 @@ pub fn apply_disabled(
             AuditEvent::new(kind, client)
                 .user(target)
                 .detail(serde_json::json!({"by": actor, "sessions_ended": ended_sessions.len()}))
-                .record(conn, now)?;
+                .record(conn, now, outbox)?;
         }
         let after = users::find(conn, &target)?.ok_or(Error::NotFound)?;
         Ok(UserChange {
@@ -185,6 +187,7 @@ pub fn change_role_by_login(
     role: &str,
     grant: bool,
     now: i64,
+    outbox: Outbox,
 ) -> Result<UserChange, Error> {
     let role = Role::parse(role)?;
     conn.write_transaction(|conn| {
@@ -198,7 +201,7 @@ pub fn change_role_by_login(
         } else {
             roles.remove(&role);
         }
-        apply_roles(conn, id, &roles, None, &ClientInfo::default(), now)
+        apply_roles(conn, id, &roles, None, &ClientInfo::default(), now, outbox)
     })
 }
 
@@ -289,10 +292,11 @@ impl Admin {
         let admin = self.require_admin(caller).await?;
         let roles = Roles::parse(roles)?;
         let now = self.ctx.now();
+        let outbox = self.ctx.outbox;
         let change = self
             .ctx
             .db
-            .write(move |conn| apply_roles(conn, target, &roles, Some(admin), &client, now))
+            .write(move |conn| apply_roles(conn, target, &roles, Some(admin), &client, now, outbox))
             .await?;
         self.ctx.record_revocations(&change.ended_sessions, now);
         log::info!(
@@ -312,10 +316,13 @@ impl Admin {
     ) -> Result<User, Error> {
         let admin = self.require_admin(caller).await?;
         let now = self.ctx.now();
+        let outbox = self.ctx.outbox;
         let change = self
             .ctx
             .db
-            .write(move |conn| apply_disabled(conn, target, disabled, Some(admin), &client, now))
+            .write(move |conn| {
+                apply_disabled(conn, target, disabled, Some(admin), &client, now, outbox)
+            })
             .await?;
         self.ctx.record_revocations(&change.ended_sessions, now);
         log::info!(
@@ -335,6 +342,7 @@ impl Admin {
     ) -> Result<usize, Error> {
         let admin = self.require_admin(caller).await?;
         let now = self.ctx.now();
+        let outbox = self.ctx.outbox;
         let ended = self
             .ctx
             .db
@@ -354,7 +362,7 @@ impl Admin {
                             .user(target)
                             .session(*sid)
                             .detail(serde_json::json!({ "by": admin }))
-                            .record(conn, now)?;
+                            .record(conn, now, outbox)?;
                     }
                     Ok::<_, Error>(ended)
                 })

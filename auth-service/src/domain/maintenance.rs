@@ -10,6 +10,7 @@ use secrecy::SecretString;
 
 use crate::config::Settings;
 use crate::domain::accounts::{store_new_user, validate_registration};
+use crate::domain::audit::Outbox;
 use crate::domain::limits::Limiter;
 use crate::domain::{Context, Error, User};
 use crate::model::{ClientInfo, Role, Roles, UserId};
@@ -43,17 +44,29 @@ pub fn prune_now(conn: &mut DbConn, settings: &Settings, now: i64) -> Result<Pru
     Ok(prune::prune(conn, &prune_request(settings, now))?)
 }
 
+/// What the command line's `user create` was given.
+pub struct NewAccount<'a> {
+    pub username: &'a str,
+    pub email: Option<&'a str>,
+    pub password: &'a SecretString,
+    pub extra_roles: &'a [String],
+}
+
 /// Creates a user over `conn` (the command line's `user create`), with `extra_roles` besides
 /// `user`. The same rules and audit trail as registration; the hash is computed right here.
 pub fn create_user(
     conn: &mut DbConn,
     passwords: &Passwords,
-    username: &str,
-    email: Option<&str>,
-    password: &SecretString,
-    extra_roles: &[String],
+    account: &NewAccount<'_>,
     now: i64,
+    outbox: Outbox,
 ) -> Result<User, Error> {
+    let NewAccount {
+        username,
+        email,
+        password,
+        extra_roles,
+    } = *account;
     let email = validate_registration(username, password, email)?;
     let mut roles = Roles::parse(extra_roles)?;
     roles.insert(Role::user())?;
@@ -73,6 +86,7 @@ pub fn create_user(
         &ClientInfo::default(),
         Some("command_line"),
         &roles,
+        outbox,
     )?;
     let user = users::find(conn, &id)?.ok_or(Error::NotFound)?;
     log::info!("user created from the command line: user_id={id}");

@@ -145,6 +145,8 @@ pub(crate) struct Context {
     pub revoked: Arc<RevokedSessions>,
     pub lifetimes: Lifetimes,
     pub metrics: Arc<Metrics>,
+    /// Whether audit events also go to the broker's outbox.
+    pub outbox: audit::Outbox,
 }
 
 /// Session and token lifetimes from `tokens.*`, in seconds.
@@ -168,6 +170,7 @@ impl Context {
             clock,
             metrics,
             revoked: Arc::new(RevokedSessions::new(revocation_horizon(settings))),
+            outbox: audit::Outbox::for_settings(settings),
             lifetimes: Lifetimes {
                 refresh_ttl: t.refresh_ttl.as_secs_i64(),
                 session_ttl: t.session_ttl.map(|s| s.as_secs_i64()),

@@ -177,13 +177,14 @@ impl Sessions {
             user_id.map_or_else(|| "<unknown>".to_string(), |id| id.to_string())
         );
         let (client, tried, now) = (client.clone(), tried.to_string(), self.ctx.now());
+        let outbox = self.ctx.outbox;
         self.ctx
             .db
             .write(move |conn| {
                 let mut event = AuditEvent::new(AuditKind::LoginFailed, &client)
                     .detail(serde_json::json!({ "username": tried }));
                 event.user_id = user_id;
-                event.record(conn, now)
+                event.record(conn, now, outbox)
             })
             .await
     }
@@ -200,6 +201,7 @@ impl Sessions {
         let now = self.ctx.now();
         let lifetimes = self.ctx.lifetimes;
         let client = client.clone();
+        let outbox = self.ctx.outbox;
         let opened = self
             .ctx
             .db
@@ -236,7 +238,7 @@ impl Sessions {
                     AuditEvent::new(AuditKind::LoginSucceeded, &client)
                         .user(user_id)
                         .session(session.id)
-                        .record(conn, now)?;
+                        .record(conn, now, outbox)?;
                     Ok::<_, Error>(Some((user, first)))
                 })
             })
@@ -325,6 +327,7 @@ impl Sessions {
             refresh_ttl: self.ctx.lifetimes.refresh_ttl,
             reuse_grace: self.ctx.lifetimes.reuse_grace,
         };
+        let outbox = self.ctx.outbox;
         let rotation = self
             .ctx
             .db
@@ -351,7 +354,7 @@ impl Sessions {
                         .user(request.user_id)
                         .session(request.sid)
                         .detail(detail)
-                        .record(conn, now)?;
+                        .record(conn, now, outbox)?;
                     Ok::<_, Error>(rotation)
                 })
             })
@@ -410,6 +413,7 @@ impl Sessions {
             .tokens
             .check_refresh(refresh_token, Expiry::Ignore, now)?;
         let (sid, sub) = (claims.sid, claims.sub);
+        let outbox = self.ctx.outbox;
         let revoked_at = self
             .ctx
             .db
@@ -422,7 +426,7 @@ impl Sessions {
                         AuditEvent::new(AuditKind::LoggedOut, &client)
                             .user(sub)
                             .session(sid)
-                            .record(conn, now)?;
+                            .record(conn, now, outbox)?;
                     }
                     Ok::<_, Error>(at)
                 })
@@ -559,6 +563,7 @@ impl Sessions {
             return Ok(());
         };
         let (sid, sub) = (claims.sid, claims.sub);
+        let outbox = self.ctx.outbox;
         let revoked_at = self
             .ctx
             .db
@@ -574,7 +579,7 @@ impl Sessions {
                         .user(sub)
                         .session(sid)
                         .detail(serde_json::json!({"via": "revocation endpoint"}))
-                        .record(conn, now)?;
+                        .record(conn, now, outbox)?;
                     Ok(at)
                 })
             })

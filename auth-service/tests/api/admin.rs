@@ -150,8 +150,8 @@ both_backends! {
                 diesel::delete(user_roles::table.filter(user_roles::user_id.eq(actor.to_string())).filter(user_roles::role.eq("admin"))).execute(conn)?;
                 let client = auth_service::model::ClientInfo::default();
                 let admin_and_user = auth_service::model::Roles::parse(&["admin", "user"]).unwrap();
-                let roles = apply_roles(conn, target, &admin_and_user, Some(actor), &client, now).err();
-                let disabled = apply_disabled(conn, target, true, Some(actor), &client, now).err();
+                let roles = apply_roles(conn, target, &admin_and_user, Some(actor), &client, now, Default::default()).err();
+                let disabled = apply_disabled(conn, target, true, Some(actor), &client, now, Default::default()).err();
                 Ok::<_, auth_service::storage::StorageError>((roles, disabled))
             })
             .await;

@@ -295,6 +295,7 @@ impl TestApp {
                     None,
                     &Default::default(),
                     now,
+                    Default::default(),
                 )
             })
             .await
