@@ -6,12 +6,14 @@
 //! * [`claims`] and friends: peeking into a JWT without verifying it;
 //! * [`Service`] and [`workspace_bin`]: a workspace binary as a child process, with its
 //!   output captured (and searched for secrets);
-//! * [`PgCluster`]: a PostgreSQL server of the test's own, to stop, freeze and restart.
+//! * [`PgCluster`]: a PostgreSQL server of the test's own, to stop, freeze and restart;
+//! * [`NatsServer`]: a NATS server with JetStream of the test's own, to stop, kill and restart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod db;
 mod jwt;
+mod nats;
 mod pg_cluster;
 mod process;
 mod reply;
@@ -19,6 +21,7 @@ mod reply;
 pub use actix_web;
 pub use db::{Backend, TestDb, postgres_admin_url, with_database};
 pub use jwt::{claims, header, sid_of, sub_of};
+pub use nats::NatsServer;
 pub use pg_cluster::PgCluster;
 pub use process::{Env, Service, env, free_port, workspace_bin, workspace_root};
 pub use reply::{Reply, send, try_send};
