@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
+use crate::events::ConsumerStatus;
 use crate::extractor::Authenticated;
 use crate::posts::{PostId, PostStore};
 
@@ -108,6 +109,15 @@ async fn delete_post(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The events consumer's state and counters (see `events::StatusReport`); `enabled: false`
+/// when `events.url` is unset.
+async fn events_status(status: Option<web::Data<ConsumerStatus>>) -> HttpResponse {
+    match status {
+        Some(status) => HttpResponse::Ok().json(status.report()),
+        None => HttpResponse::Ok().json(serde_json::json!({"enabled": false})),
+    }
+}
+
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
@@ -126,7 +136,7 @@ fn resource(path: &str) -> actix_web::Resource {
 }
 
 /// The service's routes. The app must also hold `web::Data<PostStore>` and
-/// `web::Data<VerifyClient>`.
+/// `web::Data<VerifyClient>`, and `web::Data<ConsumerStatus>` when events are on.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PathConfig::default().error_handler(|_, _| Error::NotFound.into()))
         .service(
@@ -140,5 +150,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete_post)),
         )
         .service(resource("/healthz").route(web::get().to(healthz)))
+        .service(resource("/events/status").route(web::get().to(events_status)))
         .default_service(web::to(not_found));
 }

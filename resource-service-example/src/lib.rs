@@ -8,7 +8,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use actix_web::{App, HttpResponse, HttpServer, web};
-//! use resource_service_example::{Authenticated, VerifyClient, VerifyConfig};
+//! use resource_service_example::{Authenticated, CacheInvalidation, VerifyClient, VerifyConfig};
 //!
 //! async fn whoami(caller: Authenticated) -> HttpResponse {
 //!     // Only reached with a token the auth service accepted.
@@ -21,6 +21,7 @@
 //!         url: "http://auth-service:8081/verify".into(),
 //!         timeout: Duration::from_secs(2),
 //!         cache_ttl: Duration::ZERO, // off: revocations take effect at once
+//!         invalidation: CacheInvalidation::TtlOnly,
 //!         client: None,              // or Some(ClientCredentials { id, secret })
 //!     })
 //!     .map_err(std::io::Error::other)?;
@@ -48,6 +49,7 @@
 
 pub mod demo;
 pub mod error;
+pub mod events;
 pub mod extractor;
 pub mod http;
 pub mod posts;
@@ -57,6 +59,6 @@ pub mod verify;
 
 pub use extractor::{AuthError, Authenticated};
 pub use verify::{
-    BearerToken, ClientCredentials, Identity, Rejection, UserId, VerifyClient, VerifyConfig,
-    VerifyError,
+    BearerToken, CacheInvalidation, CacheInvalidator, ClientCredentials, Identity, Rejection,
+    UserId, VerifyClient, VerifyConfig, VerifyError,
 };

@@ -8,13 +8,24 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::verify::{ClientCredentials, VerifyClient, VerifyConfig};
+use crate::events::EventsConfig;
+use crate::verify::{CacheInvalidation, ClientCredentials, VerifyClient, VerifyConfig};
 
 /// Environment prefix: `RS__AUTH__VERIFY_URL` sets `auth.verify_url`.
 pub const ENV_PREFIX: &str = "RS";
 
 /// Longest allowed positive-answer cache lifetime: beyond it, revocations arrive too late.
 pub const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Longest allowed lifetime with `events.url` set. Session-ending events drop entries at
+/// once, so the TTL only bounds what an event that never arrives can cost; still bounded,
+/// for a broker that delivers late without looking disconnected.
+pub const MAX_CACHE_TTL_WITH_EVENTS: Duration = Duration::from_secs(300);
+
+/// `auth.cache_ttl` when it is not set and `events.url` is: events drop entries at once,
+/// so a longer-lived cache saves many more `/verify` round trips at no cost in revocation
+/// delay.
+pub const DEFAULT_CACHE_TTL_WITH_EVENTS: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -26,6 +37,22 @@ pub struct Settings {
     pub server: ServerSettings,
     pub auth: AuthSettings,
     pub demo: DemoSettings,
+    pub events: EventsSettings,
+}
+
+/// The auth service's events on NATS JetStream, used to drop kept `/verify` answers the
+/// moment their session ends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSettings {
+    /// The broker, e.g. `nats://nats:4222` (several: comma-separated); unset (the default)
+    /// turns the consumer off.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The JetStream stream the auth service publishes into.
+    pub stream: String,
+    /// Subjects are `<subject_prefix>.<kind>`.
+    pub subject_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,9 +80,11 @@ pub struct AuthSettings {
     /// Upper bound for one verification; past it the request is refused with 503.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Reuse a positive answer for this long; `0s` (the default) turns the cache off.
-    #[serde(with = "humantime_serde")]
-    pub cache_ttl: Duration,
+    /// Reuse a positive answer for this long; `0s` turns the cache off. Unset: off, or
+    /// [`DEFAULT_CACHE_TTL_WITH_EVENTS`] with `events.url` set (see
+    /// [`Settings::cache_ttl`]).
+    #[serde(default, with = "humantime_serde")]
+    pub cache_ttl: Option<Duration>,
     /// This service's client id, for an auth service with `verify.require_client` on.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -99,8 +128,9 @@ fn defaults() -> Vec<(&'static str, config::Value)> {
         ("server.addr", "127.0.0.1:8090".into()),
         ("auth.verify_url", "http://127.0.0.1:8081/verify".into()),
         ("auth.timeout", "2s".into()),
-        ("auth.cache_ttl", "0s".into()),
         ("demo.auth_url", "http://127.0.0.1:8080".into()),
+        ("events.stream", "AUTH_EVENTS".into()),
+        ("events.subject_prefix", "auth.events".into()),
     ]
 }
 
@@ -154,12 +184,24 @@ impl Settings {
         if t < Duration::from_millis(10) || t > Duration::from_secs(60) {
             return err("auth.timeout", "must be between 10ms and 60s");
         }
-        if self.auth.cache_ttl > MAX_CACHE_TTL {
+        if self.events.url.is_some() {
+            if self.cache_ttl() > MAX_CACHE_TTL_WITH_EVENTS {
+                return err(
+                    "auth.cache_ttl",
+                    "must be at most 5m with events.url set (60s without)",
+                );
+            }
+        } else if self.cache_ttl() > MAX_CACHE_TTL {
             return err(
                 "auth.cache_ttl",
-                "must be at most 60s (a cached answer outlives a logout by that much)",
+                "must be at most 60s (a cached answer outlives a logout by that much; \
+                 set events.url to drop it at the logout instead)",
             );
         }
+        let events_err = |e: crate::events::ConfigError| SettingsError(format!("events.{e}"));
+        crate::events::check_stream_name(&self.events.stream).map_err(events_err)?;
+        crate::events::check_subject_prefix(&self.events.subject_prefix).map_err(events_err)?;
+        self.events_config().map_err(events_err)?;
         if crate::demo::origin_of(&self.demo.auth_url).is_none() {
             return err(
                 "demo.auth_url",
@@ -215,11 +257,36 @@ impl Settings {
         }
     }
 
+    /// The positive-answer cache's lifetime: `auth.cache_ttl`, else off without events
+    /// and [`DEFAULT_CACHE_TTL_WITH_EVENTS`] with them.
+    pub fn cache_ttl(&self) -> Duration {
+        match (self.auth.cache_ttl, &self.events.url) {
+            (Some(ttl), _) => ttl,
+            (None, Some(_)) => DEFAULT_CACHE_TTL_WITH_EVENTS,
+            (None, None) => Duration::ZERO,
+        }
+    }
+
+    /// The events consumer's settings, when `events.url` is set; errors name the key
+    /// below `events.`.
+    pub fn events_config(&self) -> Result<Option<EventsConfig>, crate::events::ConfigError> {
+        self.events
+            .url
+            .as_ref()
+            .map(|url| EventsConfig::new(url, &self.events.stream, &self.events.subject_prefix))
+            .transpose()
+    }
+
     pub fn verify_config(&self) -> Result<VerifyConfig, SettingsError> {
         Ok(VerifyConfig {
             url: self.auth.verify_url.clone(),
             timeout: self.auth.timeout,
-            cache_ttl: self.auth.cache_ttl,
+            cache_ttl: self.cache_ttl(),
+            invalidation: if self.events.url.is_some() {
+                CacheInvalidation::Events
+            } else {
+                CacheInvalidation::TtlOnly
+            },
             client: self.client_credentials()?,
         })
     }
@@ -260,11 +327,23 @@ impl Settings {
             ),
             (
                 "auth.cache_ttl",
-                if self.auth.cache_ttl.is_zero() {
-                    "0s (off)".into()
-                } else {
-                    dur(self.auth.cache_ttl)
+                match (self.cache_ttl(), &self.events.url) {
+                    (ttl, _) if ttl.is_zero() => "0s (off)".into(),
+                    (ttl, Some(_)) => format!("{} (entries also dropped by events)", dur(ttl)),
+                    (ttl, None) => dur(ttl),
                 },
+            ),
+            (
+                "events.url",
+                match self.events_config() {
+                    Ok(Some(events)) => format!("{:?}", events.display_url()),
+                    Ok(None) | Err(_) => "<unset> (off)".into(),
+                },
+            ),
+            ("events.stream", format!("{:?}", self.events.stream)),
+            (
+                "events.subject_prefix",
+                format!("{:?}", self.events.subject_prefix),
             ),
         ]
         .iter()
@@ -293,8 +372,25 @@ mod tests {
         assert_eq!(s.server.addr, "127.0.0.1:8090");
         assert_eq!(s.auth.verify_url, "http://127.0.0.1:8081/verify");
         assert_eq!(s.auth.timeout, Duration::from_secs(2));
-        assert!(s.auth.cache_ttl.is_zero());
+        assert_eq!(s.auth.cache_ttl, None);
+        assert!(s.cache_ttl().is_zero());
         assert!(s.verify_config().unwrap().client.is_none());
+        assert_eq!(
+            s.verify_config().unwrap().invalidation,
+            CacheInvalidation::TtlOnly
+        );
+        assert!(s.events_config().unwrap().is_none());
+        assert_eq!(s.events.stream, "AUTH_EVENTS");
+        assert_eq!(s.events.subject_prefix, "auth.events");
+        let summary = s.summary();
+        for line in [
+            "auth.cache_ttl = 0s (off)",
+            "events.url = <unset> (off)",
+            "events.stream = \"AUTH_EVENTS\"",
+            "events.subject_prefix = \"auth.events\"",
+        ] {
+            assert!(summary.contains(line), "{line} missing in:\n{summary}");
+        }
         assert_eq!(s.demo.auth_url, "http://127.0.0.1:8080");
         assert!(
             s.summary()
@@ -370,7 +466,65 @@ mod tests {
         assert_eq!(s.server.addr, "0.0.0.0:9000");
         assert_eq!(s.auth.verify_url, "http://auth-service:8081/verify");
         assert_eq!(s.auth.timeout, Duration::from_millis(500));
-        assert_eq!(s.auth.cache_ttl, Duration::from_secs(5));
+        assert_eq!(s.cache_ttl(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn events_lengthen_the_default_cache_and_allow_a_longer_one() {
+        let url = ("RS__EVENTS__URL", "nats://nats:4222");
+        let s = load(&[url]).unwrap();
+        assert_eq!(s.cache_ttl(), DEFAULT_CACHE_TTL_WITH_EVENTS);
+        let v = s.verify_config().unwrap();
+        assert_eq!(v.invalidation, CacheInvalidation::Events);
+        assert_eq!(v.cache_ttl, Duration::from_secs(30));
+        let events = s.events_config().unwrap().unwrap();
+        assert_eq!(events.stream(), "AUTH_EVENTS");
+        assert_eq!(
+            events.subjects(),
+            [
+                "auth.events.refresh_token_reused",
+                "auth.events.logged_out",
+                "auth.events.logged_out_all",
+                "auth.events.session_revoked",
+                "auth.events.password_changed",
+                "auth.events.role_revoked",
+                "auth.events.user_disabled",
+            ]
+        );
+        assert!(
+            s.summary()
+                .contains("auth.cache_ttl = 30s (entries also dropped by events)")
+        );
+        assert!(s.summary().contains("events.url = \"nats://nats:4222\""));
+        // Longer than without events, and still bounded; 0s still turns the cache off.
+        let s = load(&[url, ("RS__AUTH__CACHE_TTL", "5m")]).unwrap();
+        assert_eq!(s.cache_ttl(), Duration::from_secs(300));
+        let e = load(&[url, ("RS__AUTH__CACHE_TTL", "301s")]).unwrap_err();
+        assert!(e.to_string().contains("auth.cache_ttl"), "{e}");
+        let s = load(&[url, ("RS__AUTH__CACHE_TTL", "0s")]).unwrap();
+        assert!(s.cache_ttl().is_zero());
+        assert!(s.summary().contains("auth.cache_ttl = 0s (off)"));
+        let s = load(&[
+            ("RS__EVENTS__URL", "nats://a:4222, tls://b:4222"),
+            ("RS__EVENTS__STREAM", "AUTH_EVENTS_2"),
+            ("RS__EVENTS__SUBJECT_PREFIX", "prod.auth"),
+        ])
+        .unwrap();
+        let events = s.events_config().unwrap().unwrap();
+        assert_eq!(events.subjects()[0], "prod.auth.refresh_token_reused");
+    }
+
+    #[test]
+    fn a_broker_password_is_never_shown() {
+        let s = load(&[("RS__EVENTS__URL", "nats://posts:hunter2secret@nats:4222")]).unwrap();
+        let summary = s.summary();
+        assert!(!summary.contains("hunter2secret"), "{summary}");
+        assert!(
+            summary.contains("events.url = \"nats://posts:<redacted>@nats:4222\""),
+            "{summary}"
+        );
+        let events = s.events_config().unwrap().unwrap();
+        assert!(!format!("{events:?}").contains("hunter2secret"));
     }
 
     #[test]
@@ -390,6 +544,61 @@ mod tests {
             ("RS__DEMO__AUTH_URL", "auth.example.com", "demo.auth_url"),
             ("RS__DEMO__AUTH_URL", "https://", "demo.auth_url"),
             ("RS__DEMO__AUTH_URL", "https://a b", "demo.auth_url"),
+            ("RS__EVENTS__URL", "http://nats:4222", "events.url"),
+            ("RS__EVENTS__URL", "nats:4222", "events.url"),
+            ("RS__EVENTS__URL", "", "events.url"),
+            ("RS__EVENTS__URL", "nats://", "events.url"),
+            ("RS__EVENTS__URL", "nats://a:4222,", "events.url"),
+            ("RS__EVENTS__URL", "nats://a:4222/path?q=1", "events.url"),
+            ("RS__EVENTS__URLL", "nats://a:4222", "urll"),
+        ] {
+            let e = load(&[(key, value)]).unwrap_err();
+            assert!(e.to_string().contains(expect), "{key}={value}: {e}");
+        }
+        let url = ("RS__EVENTS__URL", "nats://nats:4222");
+        for (key, value, expect) in [
+            ("RS__EVENTS__STREAM", "", "events.stream"),
+            ("RS__EVENTS__STREAM", "AUTH.EVENTS", "events.stream"),
+            ("RS__EVENTS__STREAM", "AUTH EVENTS", "events.stream"),
+            ("RS__EVENTS__STREAM", "AUTH>", "events.stream"),
+            ("RS__EVENTS__SUBJECT_PREFIX", "", "events.subject_prefix"),
+            (
+                "RS__EVENTS__SUBJECT_PREFIX",
+                "auth..events",
+                "events.subject_prefix",
+            ),
+            (
+                "RS__EVENTS__SUBJECT_PREFIX",
+                "auth.*",
+                "events.subject_prefix",
+            ),
+            (
+                "RS__EVENTS__SUBJECT_PREFIX",
+                "auth.>",
+                "events.subject_prefix",
+            ),
+            (
+                "RS__EVENTS__SUBJECT_PREFIX",
+                "auth events",
+                "events.subject_prefix",
+            ),
+            (
+                "RS__EVENTS__SUBJECT_PREFIX",
+                ".auth",
+                "events.subject_prefix",
+            ),
+        ] {
+            let e = load(&[url, (key, value)]).unwrap_err();
+            assert!(e.to_string().contains(expect), "{key}={value}: {e}");
+        }
+        // Checked even while events are off, so a typo shows before it is turned on.
+        for (key, value, expect) in [
+            ("RS__EVENTS__STREAM", "A.B", "events.stream"),
+            (
+                "RS__EVENTS__SUBJECT_PREFIX",
+                "a..b",
+                "events.subject_prefix",
+            ),
         ] {
             let e = load(&[(key, value)]).unwrap_err();
             assert!(e.to_string().contains(expect), "{key}={value}: {e}");

@@ -2,7 +2,7 @@
 //! timeout, and an answer that is either a verified [`Identity`], a [`Rejection`] (the auth
 //! service said no) or [`VerifyError::Unavailable`] (it could not say yes — fail closed).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,11 +31,27 @@ pub struct VerifyConfig {
     pub timeout: Duration,
     /// How long a positive answer may be reused without asking again; zero (the default)
     /// turns the cache off. A logout or a detected refresh-token replay then reaches this
-    /// service up to this much later, so keep it short or keep it off.
+    /// service up to this much later, so keep it short or keep it off, or let events
+    /// drop entries early (`invalidation`).
     pub cache_ttl: Duration,
+    /// What else ends a kept answer besides its TTL.
+    pub invalidation: CacheInvalidation,
     /// This service's client credentials, for an auth service with `verify.require_client`
     /// on (a client registered with `--introspect`); `None` sends none.
     pub client: Option<ClientCredentials>,
+}
+
+/// How the positive-answer cache learns that a session has ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CacheInvalidation {
+    /// Only by time: a kept answer is reused for its whole TTL, logout or not.
+    #[default]
+    TtlOnly,
+    /// Also by the auth service's session-ending events, fed in through
+    /// [`VerifyClient::invalidator`]. Fail safe: the cache is bypassed until the consumer
+    /// calls [`CacheInvalidator::resume`], and again whenever it calls
+    /// [`CacheInvalidator::suspend`].
+    Events,
 }
 
 /// A client id and secret for `/verify`. `Debug` hides the secret.
@@ -83,6 +99,10 @@ const CLIENT_AUTHORIZATION: &str = "x-client-authorization";
 pub struct UserId(String);
 
 impl UserId {
+    pub fn new(id: impl Into<String>) -> UserId {
+        UserId(id.into())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -229,7 +249,8 @@ pub struct VerifyClient {
 struct Inner {
     http: reqwest::Client,
     url: reqwest::Url,
-    cache: Option<PositiveCache>,
+    cache: Option<Arc<PositiveCache>>,
+    invalidation: CacheInvalidation,
     /// `Basic …` for `X-Client-Authorization`, when client credentials are configured.
     client: Option<reqwest::header::HeaderValue>,
 }
@@ -269,7 +290,8 @@ impl VerifyClient {
             ))
             .build()
             .map_err(|e| ConfigError(format!("cannot build the HTTP client: {e}")))?;
-        let cache = (!config.cache_ttl.is_zero()).then(|| PositiveCache::new(config.cache_ttl));
+        let cache = (!config.cache_ttl.is_zero())
+            .then(|| Arc::new(PositiveCache::new(config.cache_ttl, config.invalidation)));
         let client = config
             .client
             .as_ref()
@@ -280,6 +302,7 @@ impl VerifyClient {
                 http,
                 url,
                 cache,
+                invalidation: config.invalidation,
                 client,
             }),
         })
@@ -287,16 +310,27 @@ impl VerifyClient {
 
     /// Asks the auth service about `token`. Never returns an identity it did not vouch for.
     pub async fn verify(&self, token: &BearerToken) -> Result<Identity, VerifyError> {
-        if let Some(cache) = &self.inner.cache
-            && let Some(identity) = cache.get(token, Instant::now(), unix_now())
-        {
-            return Ok(identity);
-        }
+        let ticket = match &self.inner.cache {
+            Some(cache) => match cache.lookup(token, Instant::now(), unix_now()) {
+                Lookup::Hit(identity) => return Ok(identity),
+                Lookup::Miss(ticket) => ticket,
+            },
+            None => None,
+        };
         let identity = self.ask(token).await?;
-        if let Some(cache) = &self.inner.cache {
-            cache.put(token, &identity, Instant::now(), unix_now());
+        if let (Some(cache), Some(ticket)) = (&self.inner.cache, ticket) {
+            cache.put(ticket, token, &identity, Instant::now(), unix_now());
         }
         Ok(identity)
+    }
+
+    /// The handle an events consumer drops kept answers through: `Some` when the cache is
+    /// on and was configured with [`CacheInvalidation::Events`].
+    pub fn invalidator(&self) -> Option<CacheInvalidator> {
+        let cache = self.inner.cache.as_ref()?;
+        (self.inner.invalidation == CacheInvalidation::Events).then(|| CacheInvalidator {
+            cache: cache.clone(),
+        })
     }
 
     async fn ask(&self, token: &BearerToken) -> Result<Identity, VerifyError> {
@@ -408,42 +442,134 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// A cache key: the SHA-256 of a token, so no token sits in memory.
+type TokenKey = [u8; 32];
+
+/// One kept answer and the moment it stops being used.
+struct CachedAnswer {
+    identity: Identity,
+    until: Instant,
+}
+
 /// Positive answers kept for a short while, keyed by the SHA-256 of the token. An entry is
-/// dropped at its TTL or at the token's own expiry, whichever comes first. Negative answers
-/// are never kept: a refused token is refused again by the auth service.
+/// dropped at its TTL or at the token's own expiry, whichever comes first, and (with
+/// [`CacheInvalidation::Events`]) as soon as its user's or session's session-ending event
+/// arrives. Negative answers are never kept: a refused token is refused again by the auth
+/// service.
 struct PositiveCache {
     ttl: Duration,
-    entries: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+    state: Mutex<CacheState>,
+}
+
+/// Everything behind one lock, so the entries, their two indexes, the bypass flag and the
+/// epoch always agree.
+struct CacheState {
+    /// False while answers must not be reused: with events, until the consumer has
+    /// subscribed and whenever it loses the broker.
+    live: bool,
+    /// Moves on every invalidation. An answer fetched across one is not kept: the event
+    /// may have been about it, and it was not in the cache yet to be dropped.
+    epoch: u64,
+    entries: HashMap<TokenKey, CachedAnswer>,
+    /// User id → keys of that user's entries. Holds only keys of present entries, so it is
+    /// bounded by [`CACHE_MAX_ENTRIES`] as well.
+    by_user: HashMap<UserId, HashSet<TokenKey>>,
+    /// Session id → keys of that session's entries; bounded the same way.
+    by_session: HashMap<String, HashSet<TokenKey>>,
+}
+
+/// What a cache lookup found.
+enum Lookup {
+    Hit(Identity),
+    /// Not kept; the ticket (absent while the cache is bypassed) lets the answer about to be
+    /// fetched be kept, unless an invalidation happens in between.
+    Miss(Option<Ticket>),
+}
+
+/// The cache's epoch when a lookup missed.
+#[derive(Clone, Copy)]
+struct Ticket(u64);
+
+impl CacheState {
+    fn remove(&mut self, key: &TokenKey) -> bool {
+        let Some(answer) = self.entries.remove(key) else {
+            return false;
+        };
+        unindex(&mut self.by_user, &answer.identity.user_id, key);
+        unindex(&mut self.by_session, &answer.identity.session_id, key);
+        true
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.by_user.clear();
+        self.by_session.clear();
+        self.epoch += 1;
+    }
+}
+
+fn unindex<K: std::hash::Hash + Eq>(
+    index: &mut HashMap<K, HashSet<TokenKey>>,
+    id: &K,
+    key: &TokenKey,
+) {
+    if let Some(keys) = index.get_mut(id) {
+        keys.remove(key);
+        if keys.is_empty() {
+            index.remove(id);
+        }
+    }
 }
 
 impl PositiveCache {
-    fn new(ttl: Duration) -> PositiveCache {
+    fn new(ttl: Duration, invalidation: CacheInvalidation) -> PositiveCache {
         PositiveCache {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            state: Mutex::new(CacheState {
+                // With events, nothing is reused before the consumer has subscribed.
+                live: invalidation == CacheInvalidation::TtlOnly,
+                epoch: 0,
+                entries: HashMap::new(),
+                by_user: HashMap::new(),
+                by_session: HashMap::new(),
+            }),
         }
     }
 
-    fn key(token: &BearerToken) -> [u8; 32] {
+    fn key(token: &BearerToken) -> TokenKey {
         Sha256::digest(token.as_str().as_bytes()).into()
     }
 
-    fn get(&self, token: &BearerToken, now: Instant, unix_now: i64) -> Option<Identity> {
-        let key = Self::key(token);
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(&key) {
-            Some((identity, until)) if now < *until && unix_now < identity.expires_at => {
-                Some(identity.clone())
-            }
-            Some(_) => {
-                entries.remove(&key);
-                None
-            }
-            None => None,
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn put(&self, token: &BearerToken, identity: &Identity, now: Instant, unix_now: i64) {
+    fn lookup(&self, token: &BearerToken, now: Instant, unix_now: i64) -> Lookup {
+        let key = Self::key(token);
+        let mut state = self.lock();
+        if !state.live {
+            return Lookup::Miss(None);
+        }
+        match state.entries.get(&key) {
+            Some(answer) if now < answer.until && unix_now < answer.identity.expires_at => {
+                return Lookup::Hit(answer.identity.clone());
+            }
+            Some(_) => {
+                state.remove(&key);
+            }
+            None => {}
+        }
+        Lookup::Miss(Some(Ticket(state.epoch)))
+    }
+
+    fn put(
+        &self,
+        ticket: Ticket,
+        token: &BearerToken,
+        identity: &Identity,
+        now: Instant,
+        unix_now: i64,
+    ) {
         let left = identity.expires_at.saturating_sub(unix_now);
         let Ok(left) = u64::try_from(left) else {
             return;
@@ -452,14 +578,124 @@ impl PositiveCache {
         if keep.is_zero() {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CACHE_MAX_ENTRIES {
-            entries.retain(|_, (_, until)| now < *until);
-            if entries.len() >= CACHE_MAX_ENTRIES {
-                entries.clear();
+        let mut state = self.lock();
+        if !state.live || state.epoch != ticket.0 {
+            return;
+        }
+        if state.entries.len() >= CACHE_MAX_ENTRIES {
+            let expired: Vec<TokenKey> = state
+                .entries
+                .iter()
+                .filter(|(_, answer)| now >= answer.until)
+                .map(|(key, _)| *key)
+                .collect();
+            for key in &expired {
+                state.remove(key);
+            }
+            if state.entries.len() >= CACHE_MAX_ENTRIES {
+                state.clear();
             }
         }
-        entries.insert(Self::key(token), (identity.clone(), now + keep));
+        let key = Self::key(token);
+        state.remove(&key);
+        state
+            .by_user
+            .entry(identity.user_id.clone())
+            .or_default()
+            .insert(key);
+        state
+            .by_session
+            .entry(identity.session_id.clone())
+            .or_default()
+            .insert(key);
+        state.entries.insert(
+            key,
+            CachedAnswer {
+                identity: identity.clone(),
+                until: now + keep,
+            },
+        );
+    }
+
+    /// Drops every entry of `user`; returns how many there were.
+    fn drop_user(&self, user: &UserId) -> usize {
+        let mut state = self.lock();
+        state.epoch += 1;
+        let keys = state.by_user.remove(user).unwrap_or_default();
+        keys.iter().filter(|key| state.remove(key)).count()
+    }
+
+    /// Drops every entry of `session`; returns how many there were.
+    fn drop_session(&self, session: &str) -> usize {
+        let mut state = self.lock();
+        state.epoch += 1;
+        let keys = state.by_session.remove(session).unwrap_or_default();
+        keys.iter().filter(|key| state.remove(key)).count()
+    }
+
+    fn set_live(&self, live: bool) {
+        let mut state = self.lock();
+        state.clear();
+        state.live = live;
+    }
+}
+
+/// The handle an events consumer invalidates the positive-answer cache through (see
+/// [`VerifyClient::invalidator`]). Cheap to clone; clones act on the same cache.
+#[derive(Clone)]
+pub struct CacheInvalidator {
+    cache: Arc<PositiveCache>,
+}
+
+impl fmt::Debug for CacheInvalidator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheInvalidator")
+            .field("entries", &self.len())
+            .field("live", &self.is_live())
+            .finish()
+    }
+}
+
+impl CacheInvalidator {
+    /// Drops every kept answer of `user` (all its sessions); returns how many there were.
+    pub fn drop_user(&self, user: &UserId) -> usize {
+        self.cache.drop_user(user)
+    }
+
+    /// Drops every kept answer of the session `session_id`; returns how many there were.
+    pub fn drop_session(&self, session_id: &str) -> usize {
+        self.cache.drop_session(session_id)
+    }
+
+    /// Forgets everything and bypasses the cache (every request asks the auth service)
+    /// until [`CacheInvalidator::resume`]: for while the consumer cannot hear events.
+    pub fn suspend(&self) {
+        self.cache.set_live(false);
+    }
+
+    /// Forgets everything (events may have been missed) and uses the cache again: for when
+    /// the consumer has (re)subscribed.
+    pub fn resume(&self) {
+        self.cache.set_live(true);
+    }
+
+    /// Drops everything, leaving the cache in use: when an event cannot be read, any
+    /// session may have ended.
+    pub fn clear(&self) {
+        self.cache.lock().clear();
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.cache.lock().live
+    }
+
+    /// How many answers are kept right now (expired ones included until they are met).
+    pub fn len(&self) -> usize {
+        self.cache.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -521,23 +757,63 @@ mod tests {
     }
 
     fn identity(expires_at: i64) -> Identity {
+        identity_of("u1", "s1", expires_at)
+    }
+
+    fn identity_of(user: &str, session: &str, expires_at: i64) -> Identity {
         Identity {
-            user_id: UserId("u1".into()),
+            user_id: UserId(user.into()),
             username: "alice".into(),
             roles: vec!["user".into()],
-            session_id: "s1".into(),
+            session_id: session.into(),
             token_id: "j1".into(),
             expires_at,
         }
     }
 
+    const NOW: i64 = 1_000_000;
+
+    impl PositiveCache {
+        /// `lookup`, for a test that does not care why a lookup missed.
+        fn get(&self, token: &BearerToken, now: Instant, unix_now: i64) -> Option<Identity> {
+            match self.lookup(token, now, unix_now) {
+                Lookup::Hit(identity) => Some(identity),
+                Lookup::Miss(_) => None,
+            }
+        }
+
+        /// A lookup and a put, as `VerifyClient::verify` does them around a fetch.
+        fn fill(&self, token: &str, identity: &Identity, now: Instant, unix_now: i64) {
+            let token = BearerToken(token.into());
+            let Lookup::Miss(Some(ticket)) = self.lookup(&token, now, unix_now) else {
+                panic!("expected a miss that may be kept");
+            };
+            self.put(ticket, &token, identity, now, unix_now);
+        }
+
+        fn index_sizes(&self) -> (usize, usize, usize) {
+            let state = self.lock();
+            (
+                state.entries.len(),
+                state.by_user.values().map(HashSet::len).sum(),
+                state.by_session.values().map(HashSet::len).sum(),
+            )
+        }
+    }
+
+    fn has(cache: &PositiveCache, token: &str) -> bool {
+        cache
+            .get(&BearerToken(token.into()), Instant::now(), NOW)
+            .is_some()
+    }
+
     #[test]
     fn cache_keeps_positive_answers_for_the_ttl_at_most() {
-        let cache = PositiveCache::new(Duration::from_secs(10));
+        let cache = PositiveCache::new(Duration::from_secs(10), CacheInvalidation::TtlOnly);
         let token = BearerToken("tok".into());
         let other = BearerToken("other".into());
         let t0 = Instant::now();
-        cache.put(&token, &identity(1_000_100), t0, 1_000_000);
+        cache.fill("tok", &identity(1_000_100), t0, 1_000_000);
         assert_eq!(cache.get(&token, t0, 1_000_000), Some(identity(1_000_100)));
         assert_eq!(cache.get(&other, t0, 1_000_000), None);
         assert_eq!(
@@ -548,16 +824,17 @@ mod tests {
             cache.get(&token, t0 + Duration::from_secs(10), 1_000_010),
             None
         );
-        // The entry is gone for good once expired.
+        // The entry is gone for good once expired, from the indexes too.
         assert_eq!(cache.get(&token, t0, 1_000_000), None);
+        assert_eq!(cache.index_sizes(), (0, 0, 0));
     }
 
     #[test]
     fn cache_never_outlives_the_token() {
-        let cache = PositiveCache::new(Duration::from_secs(60));
+        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::TtlOnly);
         let token = BearerToken("tok".into());
         let t0 = Instant::now();
-        cache.put(&token, &identity(1_000_005), t0, 1_000_000);
+        cache.fill("tok", &identity(1_000_005), t0, 1_000_000);
         assert!(
             cache
                 .get(&token, t0 + Duration::from_secs(4), 1_000_004)
@@ -570,23 +847,125 @@ mod tests {
         );
         // An answer for a token already at its expiry is not kept at all.
         let late = BearerToken("late".into());
-        cache.put(&late, &identity(1_000_000), t0, 1_000_000);
+        cache.fill("late", &identity(1_000_000), t0, 1_000_000);
         assert!(cache.get(&late, t0, 999_999).is_none());
     }
 
     #[test]
-    fn cache_is_bounded() {
-        let cache = PositiveCache::new(Duration::from_secs(60));
+    fn cache_is_bounded_and_so_are_its_indexes() {
+        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::TtlOnly);
         let t0 = Instant::now();
         for i in 0..CACHE_MAX_ENTRIES + 5 {
-            cache.put(
-                &BearerToken(format!("t{i}")),
-                &identity(2_000_000),
-                t0,
-                1_000_000,
-            );
+            // Many users and sessions, so the indexes would grow without the bound.
+            let who = identity_of(&format!("u{i}"), &format!("s{i}"), 2_000_000);
+            cache.fill(&format!("t{i}"), &who, t0, 1_000_000);
         }
-        let len = cache.entries.lock().unwrap().len();
-        assert!(len <= CACHE_MAX_ENTRIES, "{len}");
+        let (entries, by_user, by_session) = cache.index_sizes();
+        assert!(entries <= CACHE_MAX_ENTRIES, "{entries}");
+        assert_eq!((by_user, by_session), (entries, entries));
+        let state = cache.lock();
+        assert!(state.by_user.len() <= CACHE_MAX_ENTRIES);
+        assert!(state.by_session.len() <= CACHE_MAX_ENTRIES);
+    }
+
+    #[test]
+    fn dropping_a_user_drops_all_its_sessions_and_nothing_else() {
+        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::Events);
+        let t0 = Instant::now();
+        cache.set_live(true);
+        cache.fill("a1", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
+        cache.fill("a1b", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
+        cache.fill("a2", &identity_of("alice", "sa2", NOW + 100), t0, NOW);
+        cache.fill("b1", &identity_of("bob", "sb1", NOW + 100), t0, NOW);
+        assert_eq!(cache.index_sizes(), (4, 4, 4));
+        assert_eq!(cache.drop_user(&UserId("alice".into())), 3);
+        assert!(!has(&cache, "a1") && !has(&cache, "a1b") && !has(&cache, "a2"));
+        assert!(has(&cache, "b1"));
+        assert_eq!(cache.index_sizes(), (1, 1, 1));
+        assert_eq!(cache.drop_user(&UserId("alice".into())), 0);
+        assert_eq!(cache.drop_user(&UserId("nobody".into())), 0);
+        assert!(has(&cache, "b1"));
+    }
+
+    #[test]
+    fn dropping_a_session_leaves_the_users_other_sessions() {
+        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::Events);
+        let t0 = Instant::now();
+        cache.set_live(true);
+        cache.fill("a1", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
+        cache.fill("a2", &identity_of("alice", "sa2", NOW + 100), t0, NOW);
+        assert_eq!(cache.drop_session("sa1"), 1);
+        assert!(!has(&cache, "a1"));
+        assert!(has(&cache, "a2"));
+        assert_eq!(cache.index_sizes(), (1, 1, 1));
+        // The user index no longer names the dropped entry: dropping the user finds one.
+        assert_eq!(cache.drop_user(&UserId("alice".into())), 1);
+        assert_eq!(cache.index_sizes(), (0, 0, 0));
+        let state = cache.lock();
+        assert!(state.by_user.is_empty() && state.by_session.is_empty());
+    }
+
+    #[test]
+    fn the_same_token_kept_again_is_indexed_once() {
+        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::TtlOnly);
+        let t0 = Instant::now();
+        cache.fill("a1", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
+        // Expired at t0 + 61 s, then kept again with the same key.
+        let later = t0 + Duration::from_secs(61);
+        cache.fill("a1", &identity_of("alice", "sa1", NOW + 100), later, NOW);
+        assert_eq!(cache.index_sizes(), (1, 1, 1));
+    }
+
+    #[test]
+    fn with_events_the_cache_is_bypassed_until_resumed_and_cleared_on_resume() {
+        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::Events);
+        let t0 = Instant::now();
+        let token = BearerToken("a1".into());
+        // Not subscribed yet: nothing is reused, and nothing may be kept.
+        assert!(matches!(cache.lookup(&token, t0, NOW), Lookup::Miss(None)));
+        cache.set_live(true);
+        cache.fill("a1", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
+        assert!(has(&cache, "a1"));
+        // The consumer lost the broker: bypassed and forgotten.
+        cache.set_live(false);
+        assert!(matches!(cache.lookup(&token, t0, NOW), Lookup::Miss(None)));
+        assert_eq!(cache.index_sizes(), (0, 0, 0));
+        // Subscribed again: usable, but what was kept before is gone.
+        cache.set_live(true);
+        assert!(!has(&cache, "a1"));
+    }
+
+    #[test]
+    fn an_answer_fetched_across_an_invalidation_is_not_kept() {
+        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::Events);
+        let t0 = Instant::now();
+        cache.set_live(true);
+        let token = BearerToken("a1".into());
+        for invalidate in [
+            &(|c: &PositiveCache| {
+                c.drop_user(&UserId("alice".into()));
+            }) as &dyn Fn(&PositiveCache),
+            &|c: &PositiveCache| {
+                c.drop_session("someone else's");
+            },
+            &|c: &PositiveCache| c.set_live(true),
+        ] {
+            let Lookup::Miss(Some(ticket)) = cache.lookup(&token, t0, NOW) else {
+                panic!("expected a miss");
+            };
+            // The event arrives while /verify is being asked.
+            invalidate(&cache);
+            cache.put(
+                ticket,
+                &token,
+                &identity_of("alice", "sa1", NOW + 100),
+                t0,
+                NOW,
+            );
+            assert!(!has(&cache, "a1"));
+        }
+        // Without one in between, it is kept.
+        cache.fill("a1", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
+        assert!(has(&cache, "a1"));
     }
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 pub use testkit::{
-    Backend, Env, Reply, Service, TestDb, both_backends, claims, env, free_port, send, sleep_secs,
-    workspace_root,
+    Backend, Env, NatsServer, Reply, Service, TestDb, both_backends, claims, env, free_port, send,
+    sid_of, sleep_secs, sub_of, workspace_root,
 };
 
 pub const RESOURCE_SERVICE_BIN: &str = env!("CARGO_BIN_EXE_resource-service-example");
@@ -197,6 +197,30 @@ impl Stack {
         .await
     }
 
+    /// The events consumer's `GET /events/status`.
+    pub async fn events_status(&self) -> Value {
+        let r = send(self.rs_request(reqwest::Method::GET, "/events/status")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    }
+
+    /// Waits (20 s at most) until the events status satisfies `ok`; returns it.
+    pub async fn wait_events(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.events_status().await;
+            if ok(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "events status never showed {what}: {status}\n{}",
+                self.resource.output()
+            );
+            sleep_secs(0.05).await;
+        }
+    }
+
     /// Runs an `auth-service` sub-command against this stack's database.
     pub fn auth_cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
         let mut child = Command::new(auth_service_bin())
@@ -349,4 +373,100 @@ fn serve_fake(
             }
         }
     }
+}
+
+/// The resource service's settings for reading events from `nats_url`, with the cache at its
+/// longest, so that only an event (never the TTL) can end a kept answer within a test.
+pub fn rs_events_env(nats_url: &str, stream: &str, prefix: &str) -> Vec<(String, String)> {
+    [
+        ("RS__EVENTS__URL", nats_url),
+        ("RS__EVENTS__STREAM", stream),
+        ("RS__EVENTS__SUBJECT_PREFIX", prefix),
+        ("RS__AUTH__CACHE_TTL", "5m"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// `(key, value)` pairs as the `&[(&str, &str)]` that `Stack::start` takes.
+pub fn pairs(owned: &[(String, String)]) -> Vec<(&str, &str)> {
+    owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// A stream name and subject prefix no other test uses.
+pub fn unique_stream() -> (String, String) {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    (
+        format!("AUTH_EVENTS_{tag}"),
+        format!("test.{tag}.auth.events"),
+    )
+}
+
+/// The publishing side of the auth events, as the auth service's relay does it: the stream
+/// (subjects `<prefix>.>`, file storage, duplicate window 2 min) and one JSON event per
+/// message under `<prefix>.<kind>` with a `Nats-Msg-Id`.
+pub struct EventPublisher {
+    js: async_nats::jetstream::Context,
+    prefix: String,
+}
+
+impl EventPublisher {
+    pub async fn connect(url: &str, stream: &str, prefix: &str) -> EventPublisher {
+        use async_nats::jetstream::stream;
+        let client = async_nats::connect(url).await.expect("connect to nats");
+        let js = async_nats::jetstream::new(client);
+        js.get_or_create_stream(stream::Config {
+            name: stream.to_string(),
+            subjects: vec![format!("{prefix}.>")],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .expect("create the stream");
+        EventPublisher {
+            js,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Publishes `event` with `msg_id` as its `Nats-Msg-Id`; true when the server dropped it
+    /// as a repeat of that message id.
+    pub async fn publish(&self, msg_id: &str, event: &Value) -> bool {
+        let kind = event["kind"].as_str().expect("kind");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id);
+        let ack = self
+            .js
+            .publish_with_headers(
+                format!("{}.{kind}", self.prefix),
+                headers,
+                event.to_string().into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("publish ack");
+        ack.duplicate
+    }
+}
+
+/// An event in the wire format of the design (issue #13).
+pub fn auth_event(id: &str, kind: &str, user_id: Option<&str>, session_id: Option<&str>) -> Value {
+    json!({
+        "id": id,
+        "kind": kind,
+        "at": unix_now_f64() as i64,
+        "user_id": user_id,
+        "session_id": session_id,
+        "detail": {},
+    })
+}
+
+pub fn new_event_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
