@@ -13,11 +13,14 @@
 # and chromium with chromium-driver (the demo page's browser tests) when they are missing; python3 with venv for the compose validators (from PyPI); a PostgreSQL server at
 # TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres). A local cluster
 # that is installed but stopped is started. PostgreSQL being unreachable fails the run
-# loudly; no test is ever skipped.
+# loudly; no test is ever skipped. Likewise nats-server (Debian's package; the event tests
+# also run private servers of their own) and a NATS server with JetStream at NATS_URL
+# (default nats://127.0.0.1:4222), started locally when it is not answering.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -58,6 +61,11 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   apt_install chromium chromium-driver
 fi
 
+# The auth events tests publish to NATS JetStream, and stop and kill servers of their own.
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+  apt_install nats-server
+fi
+
 step "PostgreSQL at $TEST_POSTGRES_URL"
 pg_up() { pg_isready -q -d "$TEST_POSTGRES_URL"; }
 if ! pg_up; then
@@ -69,6 +77,34 @@ if ! pg_up; then
 fi
 if ! pg_up; then
   echo "FAIL: PostgreSQL is unreachable at $TEST_POSTGRES_URL; the PostgreSQL half of the suite cannot run" >&2
+  exit 1
+fi
+
+step "NATS (JetStream) at $NATS_URL"
+nats_hostport="${NATS_URL#*://}"
+nats_hostport="${nats_hostport##*@}"
+nats_hostport="${nats_hostport%%[/,]*}"
+nats_host="${nats_hostport%:*}"
+nats_port="${nats_hostport##*:}"
+# Up means: the server greets a new connection with INFO, saying JetStream is on.
+nats_up() {
+  timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1" && head -n1 <&3' "$nats_host" "$nats_port" 2>/dev/null \
+    | grep -q '"jetstream":true'
+}
+if ! nats_up; then
+  case "$nats_host" in
+    127.0.0.1|localhost)
+      echo "NATS is not answering; starting nats-server with JetStream on port $nats_port"
+      nats_bin="$(command -v nats-server || echo /usr/sbin/nats-server)"
+      as_root mkdir -p /var/lib/nats-server
+      as_root sh -c "nohup setsid '$nats_bin' -a 127.0.0.1 -p '$nats_port' -js -sd /var/lib/nats-server \
+        -l /var/log/nats-server.log >/dev/null 2>&1 &"
+      for _ in $(seq 1 30); do nats_up && break; sleep 0.5; done
+      ;;
+  esac
+fi
+if ! nats_up; then
+  echo "FAIL: no NATS server with JetStream answers at $NATS_URL; the auth events tests cannot run" >&2
   exit 1
 fi
 

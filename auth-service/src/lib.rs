@@ -8,6 +8,8 @@
 //! * [`http`]: routes, extractors, wire types, and the one error → status table.
 //! * [`domain`]: the operations (sessions, accounts, administration, audit, maintenance)
 //!   and their rules, the clock, the domain error.
+//! * [`events`]: the relay that publishes audit events from the outbox table to the
+//!   message broker (NATS JetStream), beside the domain (it uses storage only).
 //! * [`storage`] (the database) and [`security`] (keys, tokens, password hashing,
 //!   throttles, the revocation index), side by side.
 //! * [`model`]: typed ids, roles, client info — the vocabulary all layers share; and
@@ -17,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod model;

@@ -4,8 +4,8 @@
 //! cache) are read at scrape time by the HTTP layer from the domain.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Counters of the `/verify` path, resolved once: counting there is one atomic add.
@@ -37,6 +37,12 @@ pub struct Metrics {
     /// Current state, set at scrape time: name → value (see `http::metrics`).
     pub state: IntGaugeVec,
     pub hot: HotCounters,
+    /// Auth events waiting in the outbox for the broker, as the relay last counted them.
+    pub events_outbox_depth: IntGauge,
+    /// Events the broker acknowledged: `stored`, or `duplicate` (it had the id already).
+    pub events_published: IntCounterVec,
+    /// Relay failures by stage: `connect`, `stream`, `publish`, `storage`.
+    pub events_relay_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -98,6 +104,20 @@ impl Metrics {
                 ),
                 &["of"],
             )?,
+            events_outbox_depth: IntGauge::new(
+                "events_outbox_depth",
+                "Auth events waiting in the outbox for the message broker",
+            )?,
+            events_published: counter(
+                "events_published_total",
+                "Auth events acknowledged by the message broker",
+                &["result"],
+            )?,
+            events_relay_errors: counter(
+                "events_relay_errors_total",
+                "Failures of the auth events relay by stage",
+                &["stage"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.http_requests.clone()))?;
@@ -109,6 +129,11 @@ impl Metrics {
         m.registry
             .register(Box::new(m.revocation_feed_lag.clone()))?;
         m.registry.register(Box::new(m.state.clone()))?;
+        m.registry
+            .register(Box::new(m.events_outbox_depth.clone()))?;
+        m.registry.register(Box::new(m.events_published.clone()))?;
+        m.registry
+            .register(Box::new(m.events_relay_errors.clone()))?;
         Ok(m)
     }
 

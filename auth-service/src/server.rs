@@ -12,6 +12,7 @@ use actix_web::{App, HttpServer, web};
 
 use crate::config::Settings;
 use crate::domain::{Services, SharedClock, SystemClock};
+use crate::events::{RelayHandle, spawn_relay};
 use crate::http::metrics::{Listener, count_requests};
 use crate::http::{AppState, configure_internal, configure_public};
 use crate::metrics::Metrics;
@@ -45,6 +46,8 @@ pub struct RunningServer {
     tasks: Vec<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
     /// Tells the revocation-feed thread to end.
     stop_feed: Arc<AtomicBool>,
+    /// The auth events relay, when events are on.
+    relay: Option<RelayHandle>,
     /// SQLite: the lock that keeps a second server off the same file, held while running.
     _instance_lock: Option<std::fs::File>,
 }
@@ -55,12 +58,19 @@ impl RunningServer {
         for task in self.tasks {
             task.await.map_err(std::io::Error::other)??;
         }
+        // Then the relay, which gives its lease up so another replica relays at once.
+        if let Some(relay) = self.relay {
+            relay.stop(std::time::Duration::from_secs(5)).await;
+        }
         Ok(())
     }
 
     /// Asks both listeners to stop; returns once they have.
     pub async fn stop(&self, graceful: bool) {
         self.stop_feed.store(true, Ordering::Relaxed);
+        if let Some(relay) = &self.relay {
+            relay.signal_stop();
+        }
         for h in &self.handles {
             h.stop(graceful).await;
         }
@@ -69,6 +79,9 @@ impl RunningServer {
     /// Signals both listeners to stop without waiting.
     pub fn signal_stop(&self) {
         self.stop_feed.store(true, Ordering::Relaxed);
+        if let Some(relay) = &self.relay {
+            relay.signal_stop();
+        }
         for h in &self.handles {
             drop(h.stop(false));
         }
@@ -107,6 +120,7 @@ pub async fn start_with_clock(
         Metrics::new()
             .map_err(|e| StartError::Domain(crate::domain::Error::Internal(Box::new(e))))?,
     );
+    let relay_db = db.clone();
     let services = {
         let (settings, metrics) = (settings.clone(), metrics.clone());
         // Building the password hasher computes one hash: off the async workers.
@@ -278,6 +292,10 @@ pub async fn start_with_clock(
         }
     });
 
+    // Auth events: the outbox to the broker, on a task of its own (the broker's trouble
+    // never reaches a request).
+    let relay = spawn_relay(&settings, relay_db, state.metrics.clone());
+
     log::info!(
         "public listener on http://{public_addr}, internal listener on http://{internal_addr}"
     );
@@ -288,6 +306,7 @@ pub async fn start_with_clock(
         handles,
         tasks,
         stop_feed,
+        relay,
         _instance_lock: instance_lock,
     })
 }

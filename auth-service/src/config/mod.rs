@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
-pub use values::{DatabaseUrl, NetList, OriginList, SigningAlgorithm, Span, redact_url};
+pub use values::{BrokerUrl, DatabaseUrl, NetList, OriginList, SigningAlgorithm, Span, redact_url};
 
 /// Environment prefix: `AUTH__TOKENS__ACCESS_TTL` sets `tokens.access_ttl`.
 pub const ENV_PREFIX: &str = "AUTH";
@@ -67,6 +67,30 @@ section! {
         pub verify: VerifySettings = VerifySettings::default(),
         pub cors: CorsSettings = CorsSettings::default(),
         pub cookie: CookieSettings = CookieSettings::default(),
+        pub events: EventsSettings = EventsSettings::default(),
+    }
+}
+
+section! {
+    /// Audit events published to a message broker (NATS JetStream) through an outbox table
+    /// written in the same transaction as the event. Off unless `url` is set.
+    pub struct EventsSettings {
+        /// The NATS server(s): `nats://host:4222`, `tls://…`, comma-separated for a cluster.
+        /// Unset: nothing is published (and no outbox rows are written).
+        pub url: Option<BrokerUrl> = None,
+        /// The JetStream stream, created (file storage, 2-minute duplicate window) if missing.
+        pub stream: String = "AUTH_EVENTS".to_string(),
+        /// Events go to `<subject_prefix>.<kind>`; the stream takes `<subject_prefix>.>`.
+        pub subject_prefix: String = "auth.events".to_string(),
+        /// How often the relay looks for queued events (this process's, the command line's,
+        /// other replicas'): the most an event waits before it is published.
+        pub poll_interval: Span = Span::millis(200),
+        /// Events read and published per pass.
+        #[serde(deserialize_with = "values::whole")]
+        pub batch_size: u32 = 100,
+        /// Longest wait for the broker to acknowledge one event before the relay backs off
+        /// and tries again.
+        pub publish_timeout: Span = Span::secs(5),
     }
 }
 
@@ -434,6 +458,7 @@ impl Settings {
                 "set either keys.refresh_secret or keys.refresh_secret_file, not both",
             );
         }
+        self.validate_events()?;
         for (i, v) in k.verification_keys.iter().enumerate() {
             if v.key.is_some() == v.key_file.is_some() {
                 return err(
@@ -441,6 +466,47 @@ impl Settings {
                     "set exactly one of key or key_file",
                 );
             }
+        }
+        Ok(())
+    }
+
+    fn validate_events(&self) -> Result<(), SettingsError> {
+        let err = |key: &str, msg: &str| Err(SettingsError(format!("{key}: {msg}")));
+        let e = &self.events;
+        // JetStream stream names: no whitespace, `.`, `*`, `>` or path separators.
+        if e.stream.is_empty()
+            || e.stream.len() > 64
+            || !e
+                .stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return err(
+                "events.stream",
+                "1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'",
+            );
+        }
+        // Literal subject tokens: the kind is appended, and the stream takes `<prefix>.>`.
+        let token_ok = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if e.subject_prefix.len() > 128 || !e.subject_prefix.split('.').all(token_ok) {
+            return err(
+                "events.subject_prefix",
+                "dot-separated tokens of A-Z, a-z, 0-9, '_' and '-' (no wildcards, no empty \
+                 token), at most 128 characters",
+            );
+        }
+        if e.poll_interval < Span::millis(10) || e.poll_interval > Span::secs(60) {
+            return err("events.poll_interval", "must be between 10ms and 60s");
+        }
+        if e.batch_size == 0 || e.batch_size > 10_000 {
+            return err("events.batch_size", "must be between 1 and 10000");
+        }
+        if e.publish_timeout < Span::millis(100) || e.publish_timeout > Span::secs(60) {
+            return err("events.publish_timeout", "must be between 100ms and 60s");
         }
         Ok(())
     }

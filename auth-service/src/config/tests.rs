@@ -214,6 +214,10 @@ fn check_config_prints_every_key_as_configured() {
         "login.max_failures = 10",
         "cors.allowed_origins = \"\"",
         "cookie.secure = true",
+        "events.url = <unset>",
+        "events.stream = \"AUTH_EVENTS\"",
+        "events.subject_prefix = \"auth.events\"",
+        "events.poll_interval = \"200ms\"",
     ] {
         assert!(
             summary.lines().any(|l| l == line),
@@ -222,7 +226,7 @@ fn check_config_prints_every_key_as_configured() {
     }
     // Every key of the defaults is printed, so the list of keys cannot drift from the types.
     let keys = summary.lines().filter(|l| !l.starts_with('#')).count();
-    assert_eq!(keys, 47, "{summary}");
+    assert_eq!(keys, 53, "{summary}");
 }
 
 #[test]
@@ -247,4 +251,93 @@ fn cors_origins_from_the_environment_and_a_file() {
     assert!(!s.cookie.secure);
     let e = error_of(&env(&[("AUTH__CORS__ALLOWED_ORIGINS", "*")]));
     assert!(e.contains("cors.allowed_origins"), "{e}");
+}
+
+#[test]
+fn events_are_off_by_default_and_configurable() {
+    let s = Settings::load(&env(&[])).unwrap();
+    assert!(s.events.url.is_none());
+    assert_eq!(s.events.stream, "AUTH_EVENTS");
+    assert_eq!(s.events.subject_prefix, "auth.events");
+    assert_eq!(s.events.poll_interval, Span::millis(200));
+    assert_eq!(s.events.batch_size, 100);
+    assert_eq!(s.events.publish_timeout, Span::secs(5));
+    let s = Settings::load(&env(&[
+        (
+            "AUTH__EVENTS__URL",
+            "nats://127.0.0.1:4222, nats://10.0.0.2:4222",
+        ),
+        ("AUTH__EVENTS__STREAM", "ACME_AUTH"),
+        ("AUTH__EVENTS__SUBJECT_PREFIX", "acme.auth-events"),
+        ("AUTH__EVENTS__POLL_INTERVAL", "1s"),
+        ("AUTH__EVENTS__BATCH_SIZE", "500"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        s.events.url.as_ref().unwrap().expose(),
+        "nats://127.0.0.1:4222,nats://10.0.0.2:4222"
+    );
+    assert_eq!(s.events.stream, "ACME_AUTH");
+    assert_eq!(s.events.subject_prefix, "acme.auth-events");
+    assert_eq!(s.events.poll_interval, Span::secs(1));
+    assert_eq!(s.events.batch_size, 500);
+    let (_dir, sources) = file("[events]\nurl = \"tls://broker:4222\"\nstream = \"S\"\n");
+    let s = Settings::load(&sources).unwrap();
+    assert_eq!(s.events.url.unwrap().expose(), "tls://broker:4222");
+}
+
+#[test]
+fn bad_event_settings_are_refused_by_name() {
+    for (key, value) in [
+        ("AUTH__EVENTS__URL", "http://broker:4222"),
+        ("AUTH__EVENTS__URL", "nats://"),
+        ("AUTH__EVENTS__URL", "nats://a:4222,broker:4222"),
+        ("AUTH__EVENTS__STREAM", "auth.events"),
+        ("AUTH__EVENTS__STREAM", "has space"),
+        ("AUTH__EVENTS__SUBJECT_PREFIX", "auth.*"),
+        ("AUTH__EVENTS__SUBJECT_PREFIX", "auth.>"),
+        ("AUTH__EVENTS__SUBJECT_PREFIX", "auth..events"),
+        ("AUTH__EVENTS__SUBJECT_PREFIX", ".auth"),
+        ("AUTH__EVENTS__SUBJECT_PREFIX", "auth events"),
+        ("AUTH__EVENTS__POLL_INTERVAL", "1ms"),
+        ("AUTH__EVENTS__POLL_INTERVAL", "200"),
+        ("AUTH__EVENTS__BATCH_SIZE", "0"),
+        ("AUTH__EVENTS__BATCH_SIZE", "100001"),
+        ("AUTH__EVENTS__PUBLISH_TIMEOUT", "10ms"),
+    ] {
+        let e = error_of(&env(&[(key, value)]));
+        let name = key
+            .trim_start_matches("AUTH__")
+            .replace("__", ".")
+            .to_lowercase();
+        assert!(e.contains(&name), "{key}={value}: {e}");
+    }
+    let e = error_of(&env(&[("AUTH__EVENTS__HOST", "x")]));
+    assert!(e.contains("host"), "{e}");
+}
+
+#[test]
+fn broker_credentials_never_printed() {
+    for (url, shown) in [
+        (
+            "nats://relay:hunter2@broker:4222",
+            "nats://relay:***@broker:4222",
+        ),
+        ("nats://s3cr3t-token@broker:4222", "nats://***@broker:4222"),
+        ("nats://broker:4222", "nats://broker:4222"),
+    ] {
+        let s = Settings::load(&env(&[("AUTH__EVENTS__URL", url)])).unwrap();
+        let summary = s.render_redacted();
+        assert!(
+            summary.contains(&format!("events.url = \"{shown}\"")),
+            "{summary}"
+        );
+        let debug = format!("{s:?}");
+        for text in [&summary, &debug] {
+            assert!(
+                !text.contains("hunter2") && !text.contains("s3cr3t"),
+                "{text}"
+            );
+        }
+    }
 }

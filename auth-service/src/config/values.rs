@@ -512,6 +512,73 @@ impl Serialize for SigningAlgorithm {
     }
 }
 
+// ---- the message broker ------------------------------------------------------------------
+
+/// `events.url`: one or more NATS server URLs, comma-separated. It may carry credentials
+/// (`nats://user:password@host`, `nats://token@host`), so it is kept secret and prints with
+/// them replaced by `***`.
+#[derive(Clone)]
+pub struct BrokerUrl(SecretString);
+
+impl BrokerUrl {
+    pub fn parse(raw: &str) -> Result<BrokerUrl, String> {
+        let servers: Vec<&str> = raw.split(',').map(str::trim).collect();
+        for server in &servers {
+            let scheme = server.split_once("://").map(|(scheme, _)| scheme);
+            let host = server.split_once("://").map_or("", |(_, rest)| rest);
+            if !matches!(scheme, Some("nats" | "tls" | "ws" | "wss")) || host.is_empty() {
+                return Err(
+                    "expected nats://, tls://, ws:// or wss:// URLs (comma-separated)".into(),
+                );
+            }
+        }
+        Ok(BrokerUrl(SecretString::from(servers.join(","))))
+    }
+
+    /// The URL(s) with credentials, for connecting only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL(s) without credentials: a user's password, or a token, as `***`.
+    pub fn redacted(&self) -> String {
+        self.expose()
+            .split(',')
+            .map(|server| match server.split_once("://") {
+                Some((scheme, rest)) => match rest.rsplit_once('@') {
+                    Some((userinfo, host)) => match userinfo.split_once(':') {
+                        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                        None => format!("{scheme}://***@{host}"),
+                    },
+                    None => server.to_string(),
+                },
+                None => server.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for BrokerUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BrokerUrl, D::Error> {
+        // Straight into a secret type, so a parse error never echoes the URL.
+        let raw = SecretString::deserialize(d)?;
+        BrokerUrl::parse(raw.expose_secret()).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for BrokerUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
 // ---- secrets -----------------------------------------------------------------------------
 
 /// What a secret setting prints as.

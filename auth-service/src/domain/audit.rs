@@ -2,9 +2,10 @@
 //! of the change it describes.
 
 use crate::domain::Error;
-use crate::model::{ClientInfo, SessionId, UserId};
+use crate::model::{ClientInfo, EventId, SessionId, UserId};
 use crate::storage::DbConn;
 use crate::storage::audit::{self as audit_table, AuditRecord, NewAuditRecord};
+use crate::storage::outbox::{self as outbox_table, NewOutboxRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditKind {
@@ -72,9 +73,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// The outbox as `settings` configure it.
-    pub fn for_settings(_settings: &crate::config::Settings) -> Outbox {
-        Outbox { enabled: false }
+    /// The outbox as `settings` configure it: on when `events.url` is set.
+    pub fn for_settings(settings: &crate::config::Settings) -> Outbox {
+        Outbox {
+            enabled: settings.events.url.is_some(),
+        }
     }
 }
 
@@ -113,22 +116,59 @@ impl<'a> AuditEvent<'a> {
         self
     }
 
-    /// Stores the event, at time `at`, on `conn` (inside the caller's transaction), and
-    /// queues it for the broker in the same transaction when `outbox` is on.
+    /// Stores the event, at time `at`, on `conn` (inside the caller's transaction), under a
+    /// fresh event id, and queues it for the broker in the same transaction when `outbox` is
+    /// on.
     pub fn record(&self, conn: &mut DbConn, at: i64, outbox: Outbox) -> Result<(), Error> {
-        let _ = outbox.enabled;
-        audit_table::insert(
-            conn,
-            &NewAuditRecord {
-                at,
-                kind: self.kind.as_str(),
-                user_id: self.user_id,
-                session_id: self.session_id,
-                client: self.client,
-                detail: &self.detail,
-            },
-        )?;
-        Ok(())
+        let event_id = EventId::random();
+        let row = NewAuditRecord {
+            event_id,
+            at,
+            kind: self.kind.as_str(),
+            user_id: self.user_id,
+            session_id: self.session_id,
+            client: self.client,
+            detail: &self.detail,
+        };
+        if !outbox.enabled {
+            audit_table::insert(conn, &row)?;
+            return Ok(());
+        }
+        let payload = self.message(event_id, at).to_string();
+        // Both rows or neither: a savepoint inside the caller's transaction, or a transaction
+        // of its own for a caller without one.
+        conn.write_transaction(|conn| {
+            // First, so that for one user the audit ids and the outbox seqs both follow
+            // commit order. Events are recorded last in their transactions, after every row
+            // lock, so this lock never waits on a transaction that waits on it.
+            if let Some(user_id) = &self.user_id {
+                outbox_table::lock_user(conn, user_id)?;
+            }
+            audit_table::insert(conn, &row)?;
+            outbox_table::insert(
+                conn,
+                &NewOutboxRow {
+                    event_id: event_id.to_string(),
+                    subject: self.kind.as_str(),
+                    payload: &payload,
+                    created_at: at,
+                },
+            )?;
+            Ok::<_, Error>(())
+        })
+    }
+
+    /// The message published to the broker: the audit row without the client's address and
+    /// user agent, which stay in the audit table.
+    fn message(&self, event_id: EventId, at: i64) -> serde_json::Value {
+        serde_json::json!({
+            "id": event_id,
+            "kind": self.kind.as_str(),
+            "at": at,
+            "user_id": self.user_id,
+            "session_id": self.session_id,
+            "detail": self.detail,
+        })
     }
 }
 
@@ -143,6 +183,8 @@ pub struct AuditEntry {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub detail: serde_json::Value,
+    /// The id the event is published under; unset for events recorded before ids existed.
+    pub event_id: Option<String>,
 }
 
 impl From<AuditRecord> for AuditEntry {
@@ -156,6 +198,7 @@ impl From<AuditRecord> for AuditEntry {
             ip: r.ip,
             user_agent: r.user_agent,
             detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+            event_id: r.event_id,
         }
     }
 }

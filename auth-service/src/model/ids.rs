@@ -105,6 +105,11 @@ uuid_id!(
     TokenId,
     "token id"
 );
+uuid_id!(
+    /// One audit event, as recorded and as published to the broker (`Nats-Msg-Id`).
+    EventId,
+    "event id"
+);
 
 #[cfg(test)]
 mod tests {

@@ -6,5 +6,5 @@ pub mod ids;
 pub mod roles;
 
 pub use client::ClientInfo;
-pub use ids::{InvalidId, SessionId, TokenId, UserId};
+pub use ids::{EventId, InvalidId, SessionId, TokenId, UserId};
 pub use roles::{Role, RoleError, Roles};

@@ -3,7 +3,7 @@
 
 use diesel::prelude::*;
 
-use crate::model::{ClientInfo, SessionId, UserId};
+use crate::model::{ClientInfo, EventId, SessionId, UserId};
 use crate::storage::schema::audit_events;
 use crate::storage::{DbConn, StorageError};
 
@@ -17,10 +17,13 @@ struct NewAuditRow<'a> {
     ip: Option<String>,
     user_agent: Option<&'a str>,
     detail: String,
+    event_id: String,
 }
 
 /// An event about to be stored; `kind` is the event's stable name.
 pub struct NewAuditRecord<'a> {
+    /// Also the id the event is published under when events are on.
+    pub event_id: EventId,
     pub at: i64,
     pub kind: &'a str,
     pub user_id: Option<UserId>,
@@ -42,6 +45,8 @@ pub struct AuditRecord {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub detail: String,
+    /// Unset for events recorded before event ids existed.
+    pub event_id: Option<String>,
 }
 
 pub fn insert(conn: &mut DbConn, event: &NewAuditRecord<'_>) -> Result<(), StorageError> {
@@ -54,6 +59,7 @@ pub fn insert(conn: &mut DbConn, event: &NewAuditRecord<'_>) -> Result<(), Stora
             ip: event.client.ip_text(),
             user_agent: event.client.user_agent.as_deref(),
             detail: event.detail.to_string(),
+            event_id: event.event_id.to_string(),
         })
         .execute(conn)?;
     Ok(())

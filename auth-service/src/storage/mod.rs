@@ -7,6 +7,7 @@ pub mod audit;
 pub mod clients;
 pub mod connection;
 mod error;
+pub mod outbox;
 pub mod prune;
 pub mod refresh_tokens;
 pub mod revocation_feed;

@@ -60,6 +60,25 @@ diesel::table! {
         ip -> Nullable<Text>,
         user_agent -> Nullable<Text>,
         detail -> Text,
+        event_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    event_outbox (seq) {
+        seq -> BigInt,
+        event_id -> Text,
+        subject -> Text,
+        payload -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    event_relay_lease (id) {
+        id -> Integer,
+        holder -> Nullable<Text>,
+        expires_at -> BigInt,
     }
 }
 
