@@ -79,6 +79,10 @@ enum ClientCommand {
         /// May use the password grant (RFC 9700 advises against it).
         #[arg(long)]
         password_grant: bool,
+        /// May report user changes (a disabled user, a removed role) on
+        /// /internal/user-events: the user service, with `users.source = "remote"`.
+        #[arg(long)]
+        user_events: bool,
         /// A scope the client-credentials grant may give it (repeatable).
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
@@ -231,6 +235,11 @@ fn prune(settings: &Settings) -> Result<(), String> {
 }
 
 fn user(settings: &Settings, cmd: UserCommand) -> Result<(), String> {
+    if settings.users.source == crate::config::UserSource::Remote {
+        return Err(
+            "users.source is \"remote\": users are created and changed at the user service".into(),
+        );
+    }
     match cmd {
         UserCommand::Create {
             username,
@@ -378,6 +387,7 @@ fn client(settings: &Settings, cmd: ClientCommand) -> Result<(), String> {
             introspect,
             client_credentials,
             password_grant,
+            user_events,
             scopes,
             secret_file,
             secret_env,
@@ -394,6 +404,7 @@ fn client(settings: &Settings, cmd: ClientCommand) -> Result<(), String> {
                 introspect,
                 client_credentials,
                 password: password_grant,
+                user_events,
             };
             let registered = clients::create_client(
                 &mut conn,
@@ -454,6 +465,9 @@ fn describe_client(c: &crate::domain::clients::Client) -> String {
     }
     if c.can_password {
         may.push("password grant");
+    }
+    if c.can_user_events {
+        may.push("user events");
     }
     let may = if may.is_empty() {
         "refresh and revoke only".to_string()

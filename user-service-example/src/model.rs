@@ -86,12 +86,13 @@ pub struct User {
     pub updated_at: i64,
 }
 
-/// What a notification reports to the auth service.
+/// What a notification reports to the auth service. (The contract also has
+/// `password_changed`, for changes made other than through the auth service, such as a
+/// reset flow; this example has none.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotificationKind {
     UserDisabled,
     RoleRevoked,
-    PasswordChanged,
 }
 
 impl NotificationKind {
@@ -99,7 +100,6 @@ impl NotificationKind {
         match self {
             NotificationKind::UserDisabled => "user_disabled",
             NotificationKind::RoleRevoked => "role_revoked",
-            NotificationKind::PasswordChanged => "password_changed",
         }
     }
 }

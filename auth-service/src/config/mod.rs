@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
-pub use values::{BrokerUrl, DatabaseUrl, NetList, OriginList, SigningAlgorithm, Span, redact_url};
+pub use values::{
+    BrokerUrl, DatabaseUrl, NetList, OriginList, SigningAlgorithm, Span, UserSource, redact_url,
+};
 
 /// Environment prefix: `AUTH__TOKENS__ACCESS_TTL` sets `tokens.access_ttl`.
 pub const ENV_PREFIX: &str = "AUTH";
@@ -67,6 +69,7 @@ section! {
         pub verify: VerifySettings = VerifySettings::default(),
         pub cors: CorsSettings = CorsSettings::default(),
         pub cookie: CookieSettings = CookieSettings::default(),
+        pub users: UsersSettings = UsersSettings::default(),
         pub events: EventsSettings = EventsSettings::default(),
     }
 }
@@ -91,6 +94,26 @@ section! {
         /// Longest wait for the broker to acknowledge one event before the relay backs off
         /// and tries again.
         pub publish_timeout: Span = Span::secs(5),
+    }
+}
+
+section! {
+    /// Where users are kept: this service's own tables (`local`), or a user service that
+    /// checks credentials and owns names, emails, hashes and roles (`remote`).
+    pub struct UsersSettings {
+        pub source: UserSource = UserSource::Local,
+        /// The user service's base URL, e.g. `http://user-service:8090` (remote only).
+        pub remote_url: Option<String> = None,
+        /// The id this service presents to the user service (HTTP Basic).
+        pub remote_client_id: String = "auth-service".to_string(),
+        /// The secret it presents (at least 32 characters); or `remote_secret_file`.
+        #[serde(serialize_with = "values::redacted")]
+        pub remote_secret: Option<SecretString> = None,
+        pub remote_secret_file: Option<PathBuf> = None,
+        /// Upper bound for one call to the user service; past it, 503.
+        pub remote_timeout: Span = Span::secs(3),
+        /// Calls to the user service in flight at once; more wait up to `remote_timeout`.
+        pub remote_max_concurrent: usize = 64,
     }
 }
 
@@ -457,6 +480,41 @@ impl Settings {
                 "keys.refresh_secret",
                 "set either keys.refresh_secret or keys.refresh_secret_file, not both",
             );
+        }
+        let u = &self.users;
+        if u.remote_secret.is_some() && u.remote_secret_file.is_some() {
+            return err(
+                "users.remote_secret",
+                "set either users.remote_secret or users.remote_secret_file, not both",
+            );
+        }
+        if let Some(url) = &u.remote_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return err("users.remote_url", "expected an http:// or https:// URL");
+        }
+        if u.source == UserSource::Remote {
+            if u.remote_url.is_none() {
+                return err(
+                    "users.remote_url",
+                    "required when users.source = \"remote\"",
+                );
+            }
+            if u.remote_secret.is_none() && u.remote_secret_file.is_none() {
+                return err(
+                    "users.remote_secret",
+                    "required (or users.remote_secret_file) when users.source = \"remote\"",
+                );
+            }
+            if u.remote_client_id.is_empty() || u.remote_client_id.contains(':') {
+                return err("users.remote_client_id", "must be non-empty, without ':'");
+            }
+        }
+        if u.remote_timeout < Span::millis(100) || u.remote_timeout > Span::secs(60) {
+            return err("users.remote_timeout", "must be between 100ms and 60s");
+        }
+        if u.remote_max_concurrent == 0 {
+            return err("users.remote_max_concurrent", "must be at least 1");
         }
         self.validate_events()?;
         for (i, v) in k.verification_keys.iter().enumerate() {

@@ -226,7 +226,7 @@ fn check_config_prints_every_key_as_configured() {
     }
     // Every key of the defaults is printed, so the list of keys cannot drift from the types.
     let keys = summary.lines().filter(|l| !l.starts_with('#')).count();
-    assert_eq!(keys, 53, "{summary}");
+    assert_eq!(keys, 60, "{summary}");
 }
 
 #[test]

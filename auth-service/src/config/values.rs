@@ -512,6 +512,43 @@ impl Serialize for SigningAlgorithm {
     }
 }
 
+// ---- where users live --------------------------------------------------------------------
+
+/// `users.source`: this service's own tables, or a user service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserSource {
+    #[default]
+    Local,
+    Remote,
+}
+
+impl UserSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserSource::Local => "local",
+            UserSource::Remote => "remote",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UserSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<UserSource, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "local" => Ok(UserSource::Local),
+            "remote" => Ok(UserSource::Remote),
+            other => Err(de::Error::custom(format!(
+                "expected \"local\" or \"remote\", found {other:?}"
+            ))),
+        }
+    }
+}
+
+impl Serialize for UserSource {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 // ---- the message broker ------------------------------------------------------------------
 
 /// `events.url`: one or more NATS server URLs, comma-separated. It may carry credentials

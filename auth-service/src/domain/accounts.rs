@@ -14,6 +14,7 @@ use crate::model::{ClientInfo, Role, Roles, SessionId, UserId};
 use crate::security::passwords::Passwords;
 use crate::storage::DbConn;
 use crate::storage::sessions::{self as session_table, RevokeReason, SessionRecord};
+use crate::storage::user_service::{Created, PasswordChange, UserService};
 use crate::storage::users::{self, Inserted, NewUser};
 
 /// A registration request.
@@ -124,6 +125,9 @@ impl Accounts {
         if let Some(throttle) = &self.register_throttle {
             throttle.begin(client.ip, "").await?.keep();
         }
+        if let Some(remote) = self.ctx.users.remote() {
+            return self.register_remotely(remote, input, email, client).await;
+        }
         let hash = self.passwords.hash(input.password).await?;
         let now = self.ctx.now();
         let id = UserId::random();
@@ -150,7 +154,44 @@ impl Accounts {
         Ok(User::from(user))
     }
 
+    /// Registration with a user service: it stores the user (and hashes the password);
+    /// this service records only that it happened.
+    async fn register_remotely(
+        &self,
+        remote: &UserService,
+        input: Registration,
+        email: Option<String>,
+        client: ClientInfo,
+    ) -> Result<User, Error> {
+        let user = match remote
+            .create(&input.username, &input.password, email.as_deref())
+            .await?
+        {
+            Created::User(user) => user,
+            Created::Taken => return Err(Error::UsernameTaken),
+            Created::Refused(why) => return Err(Error::Validation(why)),
+        };
+        let (id, now, outbox) = (user.id, self.ctx.now(), self.ctx.outbox);
+        self.ctx
+            .db
+            .write(move |conn| {
+                AuditEvent::new(AuditKind::Registered, &client)
+                    .user(id)
+                    .detail(serde_json::json!({ "via": "user_service" }))
+                    .record(conn, now, outbox)
+            })
+            .await?;
+        log::info!("user registered at the user service: user_id={id}");
+        Ok(User::from(user))
+    }
+
     pub async fn me(&self, caller: &AccessClaims) -> Result<User, Error> {
+        if let Some(remote) = self.ctx.users.remote() {
+            return match remote.find(&caller.sub).await? {
+                Some(user) => Ok(User::from(user)),
+                None => Err(Error::TokenRevoked),
+            };
+        }
         let id = caller.sub;
         let user = self
             .ctx
@@ -173,6 +214,19 @@ impl Accounts {
         // Guessing the current password through a stolen access token is throttled like login.
         let throttle_key = format!("#{}", caller.sub);
         let attempt = self.login_throttle.begin(client.ip, &throttle_key).await?;
+        if let Some(remote) = self.ctx.users.remote() {
+            // The user service checks the current password and stores the new one.
+            validate_password(&new)?;
+            match remote.change_password(&caller.sub, &current, &new).await? {
+                PasswordChange::Changed => attempt.succeeded(),
+                PasswordChange::InvalidCredentials => {
+                    attempt.failed();
+                    return Err(Error::InvalidCredentials);
+                }
+                PasswordChange::Refused(why) => return Err(Error::Validation(why)),
+            }
+            return self.end_other_sessions(caller, None, client).await;
+        }
         let id = caller.sub;
         let user = self.ctx.db.run(move |conn| users::find(conn, &id)).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
@@ -187,6 +241,17 @@ impl Accounts {
         attempt.succeeded();
         validate_password(&new)?;
         let hash = self.passwords.hash(new).await?;
+        self.end_other_sessions(caller, Some(hash), client).await
+    }
+
+    /// After a password change: stores the new hash (built-in users), ends every other
+    /// session of the caller, and records the change.
+    async fn end_other_sessions(
+        &self,
+        caller: &AccessClaims,
+        hash: Option<String>,
+        client: ClientInfo,
+    ) -> Result<(), Error> {
         let (user_id, keep, now) = (caller.sub, caller.sid, self.ctx.now());
         let outbox = self.ctx.outbox;
         let ended = self
@@ -194,7 +259,9 @@ impl Accounts {
             .db
             .write(move |conn| {
                 conn.write_transaction(|conn| {
-                    users::update_password_hash(conn, &user_id, &hash, now)?;
+                    if let Some(hash) = &hash {
+                        users::update_password_hash(conn, &user_id, hash, now)?;
+                    }
                     let ended = session_table::revoke_all_of_user(
                         conn,
                         &user_id,

@@ -9,12 +9,14 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::domain::audit::{AuditEntry, AuditEvent, AuditKind, Outbox};
+use crate::domain::directory::{ReportKind, UserReport};
 use crate::domain::sessions::AccessClaims;
 use crate::domain::{Context, Error, User};
 use crate::model::{ClientInfo, Role, Roles, SessionId, UserId};
 use crate::storage::DbConn;
 use crate::storage::audit::{self as audit_table, AuditQuery};
 use crate::storage::sessions::{self as session_table, RevokeReason};
+use crate::storage::user_events;
 use crate::storage::users::{self, UserRecord};
 
 pub const DEFAULT_PAGE: i64 = 50;
@@ -223,6 +225,14 @@ impl Admin {
 
     /// The caller, if they are an enabled administrator according to the database.
     async fn require_admin(&self, caller: &AccessClaims) -> Result<UserId, Error> {
+        if let Some(remote) = self.ctx.users.remote() {
+            // The roles and status the user service holds now, not those in the token.
+            return match remote.find(&caller.sub).await? {
+                Some(u) if !u.disabled && u.roles.is_admin() => Ok(u.id),
+                Some(u) if !u.disabled => Err(Error::Forbidden),
+                _ => Err(Error::TokenRevoked),
+            };
+        }
         let id = caller.sub;
         let user = self.ctx.db.run(move |conn| users::find(conn, &id)).await?;
         match user {
@@ -240,6 +250,9 @@ impl Admin {
         limit: Option<i64>,
     ) -> Result<Page<User>, Error> {
         self.require_admin(caller).await?;
+        if self.ctx.users.remote().is_some() {
+            return Err(Error::ManagedByUserService);
+        }
         let limit = page_limit(limit)?;
         let after = cursor.as_deref().map(decode_user_cursor).transpose()?;
         if let Some(u) = &username {
@@ -273,6 +286,13 @@ impl Admin {
 
     pub async fn get_user(&self, caller: &AccessClaims, id: UserId) -> Result<User, Error> {
         self.require_admin(caller).await?;
+        if let Some(remote) = self.ctx.users.remote() {
+            return remote
+                .find(&id)
+                .await?
+                .map(User::from)
+                .ok_or(Error::NotFound);
+        }
         let user = self
             .ctx
             .db
@@ -290,6 +310,9 @@ impl Admin {
         client: ClientInfo,
     ) -> Result<User, Error> {
         let admin = self.require_admin(caller).await?;
+        if self.ctx.users.remote().is_some() {
+            return Err(Error::ManagedByUserService);
+        }
         let roles = Roles::parse(roles)?;
         let now = self.ctx.now();
         let outbox = self.ctx.outbox;
@@ -315,6 +338,9 @@ impl Admin {
         client: ClientInfo,
     ) -> Result<User, Error> {
         let admin = self.require_admin(caller).await?;
+        if self.ctx.users.remote().is_some() {
+            return Err(Error::ManagedByUserService);
+        }
         let now = self.ctx.now();
         let outbox = self.ctx.outbox;
         let change = self
@@ -343,13 +369,18 @@ impl Admin {
         let admin = self.require_admin(caller).await?;
         let now = self.ctx.now();
         let outbox = self.ctx.outbox;
+        let local = self.ctx.users.remote().is_none();
         let ended = self
             .ctx
             .db
             .write(move |conn| {
                 conn.write_transaction(|conn| {
-                    still_admin(conn, Some(admin))?;
-                    users::find(conn, &target)?.ok_or(Error::NotFound)?;
+                    // With a user service, the check above asked it; the target may have
+                    // sessions here whatever it says of them.
+                    if local {
+                        still_admin(conn, Some(admin))?;
+                        users::find(conn, &target)?.ok_or(Error::NotFound)?;
+                    }
                     let ended = session_table::revoke_all_of_user(
                         conn,
                         &target,
@@ -371,6 +402,71 @@ impl Admin {
         self.ctx.record_revocations(&ended, now);
         log::info!("sessions ended by admin: by={admin} count={}", ended.len());
         Ok(ended.len())
+    }
+
+    /// Applies what the user service reported (`/internal/user-events`, remote users):
+    /// every session of the user ends at once, and logins whose credentials it checked
+    /// before now are checked again. A repeated report changes nothing. Returns how many
+    /// sessions ended, `None` for a repeat.
+    pub async fn apply_user_report(
+        &self,
+        report: UserReport,
+        client: ClientInfo,
+    ) -> Result<Option<usize>, Error> {
+        let (now, outbox) = (self.ctx.now(), self.ctx.outbox);
+        let (kind, reason) = match report.kind {
+            ReportKind::UserDisabled => (AuditKind::UserDisabled, RevokeReason::UserDisabled),
+            ReportKind::RoleRevoked => (AuditKind::RoleRevoked, RevokeReason::RoleRevoked),
+            ReportKind::PasswordChanged => {
+                (AuditKind::PasswordChanged, RevokeReason::PasswordChanged)
+            }
+        };
+        let user_id = report.user_id;
+        let ended = self
+            .ctx
+            .db
+            .write(move |conn| {
+                conn.write_transaction(|conn| {
+                    user_events::lock_user(conn, &user_id, true)?;
+                    let event_id = report.event_id.to_string();
+                    if !user_events::insert(conn, &event_id, &user_id, report.kind.as_str(), now)? {
+                        return Ok::<_, Error>(None);
+                    }
+                    let ended =
+                        session_table::revoke_all_of_user(conn, &user_id, reason, None, now)?;
+                    let mut detail = serde_json::json!({
+                        "via": "user_service",
+                        "report_id": event_id,
+                        "sessions_ended": ended.len(),
+                    });
+                    if let Some(role) = &report.role {
+                        detail["role"] = serde_json::Value::from(role.as_str());
+                    }
+                    if let Some(at) = report.reported_at {
+                        detail["reported_at"] = serde_json::Value::from(at);
+                    }
+                    AuditEvent::new(kind, &client)
+                        .user(user_id)
+                        .detail(detail)
+                        .record(conn, now, outbox)?;
+                    Ok(Some(ended))
+                })
+            })
+            .await?;
+        let Some(ended) = ended else {
+            log::info!(
+                "user service report repeated, nothing to do: user_id={user_id} kind={}",
+                report.kind.as_str()
+            );
+            return Ok(None);
+        };
+        self.ctx.record_revocations(&ended, now);
+        log::info!(
+            "user service reported {}: user_id={user_id} sessions ended={}",
+            report.kind.as_str(),
+            ended.len()
+        );
+        Ok(Some(ended.len()))
     }
 
     pub async fn audit(

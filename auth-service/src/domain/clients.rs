@@ -32,6 +32,8 @@ pub struct Client {
     pub can_introspect: bool,
     pub can_client_credentials: bool,
     pub can_password: bool,
+    /// May report user changes on /internal/user-events (the user service).
+    pub can_user_events: bool,
     /// What the client-credentials grant may give it.
     pub scopes: Vec<String>,
 }
@@ -43,6 +45,7 @@ impl From<&ClientRecord> for Client {
             can_introspect: r.can_introspect,
             can_client_credentials: r.can_client_credentials,
             can_password: r.can_password,
+            can_user_events: r.can_user_events,
             scopes: r.scopes.split_whitespace().map(str::to_string).collect(),
         }
     }
@@ -70,6 +73,7 @@ pub struct Permissions {
     pub introspect: bool,
     pub client_credentials: bool,
     pub password: bool,
+    pub user_events: bool,
 }
 
 /// A scope token (RFC 6749 3.3): printable ASCII except space, `"` and `\\`.
@@ -159,6 +163,7 @@ pub fn create_client(
         can_introspect: new.permissions.introspect,
         can_client_credentials: new.permissions.client_credentials,
         can_password: new.permissions.password,
+        can_user_events: new.permissions.user_events,
         scopes: new.scopes.join(" "),
         created_at: now,
         updated_at: now,

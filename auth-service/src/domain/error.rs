@@ -48,6 +48,9 @@ pub enum Error {
     UnauthorizedClient,
     #[error("this change would leave no enabled administrator")]
     LastAdmin,
+    /// Users live in a user service (`users.source = "remote"`): change them there.
+    #[error("users are managed by the user service; make this change there")]
+    ManagedByUserService,
     /// Too many attempts (failed logins, registrations); retry after this many seconds.
     #[error("too many attempts; try again later")]
     TooManyAttempts { retry_after: i64 },

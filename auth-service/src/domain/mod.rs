@@ -12,6 +12,7 @@ pub mod admin;
 pub mod audit;
 pub mod clients;
 pub mod clock;
+pub mod directory;
 mod error;
 pub(crate) mod limits;
 pub mod maintenance;
@@ -57,7 +58,8 @@ impl Services {
         clock: SharedClock,
         metrics: Arc<Metrics>,
     ) -> Result<Services, Error> {
-        let ctx = Context::new(settings, db, clock, metrics);
+        let mut ctx = Context::new(settings, db, clock, metrics);
+        ctx.users = directory::Directory::from_settings(settings)?;
         let passwords = Passwords::new(&settings.password)?;
         // One instance (SQLite) counts in memory; replicas on PostgreSQL count together in
         // the database.
@@ -147,6 +149,8 @@ pub(crate) struct Context {
     pub metrics: Arc<Metrics>,
     /// Whether audit events also go to the broker's outbox.
     pub outbox: audit::Outbox,
+    /// Where users live (`users.source`).
+    pub users: directory::Directory,
 }
 
 /// Session and token lifetimes from `tokens.*`, in seconds.
@@ -171,6 +175,7 @@ impl Context {
             metrics,
             revoked: Arc::new(RevokedSessions::new(revocation_horizon(settings))),
             outbox: audit::Outbox::for_settings(settings),
+            users: directory::Directory::Local,
             lifetimes: Lifetimes {
                 refresh_ttl: t.refresh_ttl.as_secs_i64(),
                 session_ttl: t.session_ttl.map(|s| s.as_secs_i64()),

@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::Lifetimes;
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::limits::Limiter;
 use crate::domain::validation::MAX_EMAIL_CHARS;
 use crate::domain::{Context, Error};
 use crate::metrics::Metrics;
+use crate::model::Roles;
 use crate::model::{ClientInfo, SessionId, TokenId, UserId};
 use crate::security::passwords::{MAX_PASSWORD_CHARS, Passwords};
 use crate::security::tokens::{
@@ -18,7 +20,10 @@ use crate::security::tokens::{
 use crate::security::verify_cache::{self, VerifiedTokens};
 use crate::storage::refresh_tokens::{self, RefreshTokenRecord, Rotation, RotationRequest};
 use crate::storage::sessions::{self as session_table, NewSession, RevokeReason};
+use crate::storage::user_events;
+use crate::storage::user_service::{RemoteUser, UserService};
 use crate::storage::users::{self, UserRecord};
+use crate::storage::{DbConn, StorageError};
 
 pub use crate::security::tokens::AccessClaims;
 pub use crate::security::verify_cache::{Answer, Verified};
@@ -120,6 +125,12 @@ impl Sessions {
             .chars()
             .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
             .collect();
+        if let Some(remote) = self.ctx.users.remote() {
+            let remote = remote.clone();
+            return self
+                .check_remotely(&remote, login, matchable, tried, password, client)
+                .await;
+        }
         let found = if matchable {
             let login = login.to_string();
             self.ctx
@@ -176,13 +187,17 @@ impl Sessions {
             "login failed: user_id={}",
             user_id.map_or_else(|| "<unknown>".to_string(), |id| id.to_string())
         );
-        let (client, tried, now) = (client.clone(), tried.to_string(), self.ctx.now());
+        let (client, now) = (client.clone(), self.ctx.now());
+        // With a user service, this database holds no user names, typed ones included.
+        let detail = match self.ctx.users.remote() {
+            None => serde_json::json!({ "username": tried }),
+            Some(_) => serde_json::json!({ "via": "user_service" }),
+        };
         let outbox = self.ctx.outbox;
         self.ctx
             .db
             .write(move |conn| {
-                let mut event = AuditEvent::new(AuditKind::LoginFailed, &client)
-                    .detail(serde_json::json!({ "username": tried }));
+                let mut event = AuditEvent::new(AuditKind::LoginFailed, &client).detail(detail);
                 event.user_id = user_id;
                 event.record(conn, now, outbox)
             })
@@ -214,30 +229,10 @@ impl Sessions {
                         Some(user) if !user.disabled => user,
                         _ => return Ok(None),
                     };
-                    let session = NewSession {
-                        id: SessionId::random(),
-                        user_id,
-                        now,
-                        expires_at: lifetimes.session_ttl.map(|t| now.saturating_add(t)),
-                        client: &client,
-                    };
-                    let mut first_exp = now.saturating_add(lifetimes.refresh_ttl);
-                    if let Some(cap) = session.expires_at {
-                        first_exp = first_exp.min(cap);
-                    }
-                    let first = RefreshTokenRecord {
-                        jti: TokenId::random(),
-                        session_id: session.id,
-                        parent_jti: None,
-                        issued_at: now,
-                        expires_at: first_exp,
-                        used_at: None,
-                    };
-                    session_table::insert(conn, &session)?;
-                    refresh_tokens::insert(conn, &first)?;
+                    let first = insert_session(conn, user_id, now, lifetimes, &client)?;
                     AuditEvent::new(AuditKind::LoginSucceeded, &client)
                         .user(user_id)
-                        .session(session.id)
+                        .session(first.session_id)
                         .record(conn, now, outbox)?;
                     Ok::<_, Error>(Some((user, first)))
                 })
@@ -247,7 +242,99 @@ impl Sessions {
             return Err(Error::InvalidCredentials);
         };
         log::info!("login: user_id={} sid={}", user.id, first.session_id);
-        self.issue(&user, &first, now)
+        self.issue(user.id, &user.username, &user.roles, &first, now)
+    }
+
+    /// Login with users in a user service: it checks the credentials (and answers the same
+    /// for an unknown user, a wrong password and a disabled user); the throttles here count
+    /// per typed name, since the user's id is known only after the check.
+    async fn check_remotely(
+        &self,
+        remote: &UserService,
+        login: &str,
+        matchable: bool,
+        tried: String,
+        password: SecretString,
+        client: ClientInfo,
+    ) -> Result<IssuedTokens, Error> {
+        let bucket = format!("name:{}", tried.to_lowercase());
+        let attempt = self.throttle.begin(client.ip, &bucket).await?;
+        let mark = self.ctx.db.run(user_events::watermark).await?;
+        let found = if matchable {
+            remote.verify_credentials(login, &password).await?
+        } else {
+            None
+        };
+        let Some(user) = found.filter(|u| !u.disabled) else {
+            attempt.failed();
+            self.record_failed_login(None, &tried, &client).await?;
+            return Err(Error::InvalidCredentials);
+        };
+        let user_id = user.id;
+        match self.open_remote_session(remote, user, mark, &client).await {
+            Ok(tokens) => {
+                attempt.succeeded();
+                Ok(tokens)
+            }
+            Err(Error::InvalidCredentials) => {
+                // Disabled while the credentials were being checked.
+                attempt.failed();
+                self.record_failed_login(Some(user_id), &tried, &client)
+                    .await?;
+                Err(Error::InvalidCredentials)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a session for a user the user service vouched for after reports up to `mark`
+    /// were stored here. If it reported a change to that user since (a disable, a removed
+    /// role), the user is read again first, so the tokens never carry what was true before
+    /// the report.
+    async fn open_remote_session(
+        &self,
+        remote: &UserService,
+        mut user: RemoteUser,
+        mut mark: i64,
+        client: &ClientInfo,
+    ) -> Result<IssuedTokens, Error> {
+        for _ in 0..2 {
+            let now = self.ctx.now();
+            let lifetimes = self.ctx.lifetimes;
+            let (client_info, outbox, user_id) = (client.clone(), self.ctx.outbox, user.id);
+            let opened = self
+                .ctx
+                .db
+                .write(move |conn| {
+                    conn.write_transaction(|conn| {
+                        // Shared with other logins, exclusive with reports about this user.
+                        user_events::lock_user(conn, &user_id, false)?;
+                        if user_events::reported_after(conn, &user_id, mark)? {
+                            return Ok::<_, Error>(None);
+                        }
+                        let first = insert_session(conn, user_id, now, lifetimes, &client_info)?;
+                        AuditEvent::new(AuditKind::LoginSucceeded, &client_info)
+                            .user(user_id)
+                            .session(first.session_id)
+                            .record(conn, now, outbox)?;
+                        Ok(Some(first))
+                    })
+                })
+                .await?;
+            if let Some(first) = opened {
+                log::info!("login: user_id={} sid={}", user.id, first.session_id);
+                return self.issue(user.id, &user.username, &user.roles, &first, now);
+            }
+            mark = self.ctx.db.run(user_events::watermark).await?;
+            user = match remote.find(&user.id).await? {
+                Some(fresh) if !fresh.disabled => fresh,
+                _ => return Err(Error::InvalidCredentials),
+            };
+        }
+        // Reported on twice within moments: let the client try again.
+        Err(Error::Unavailable(StorageError::RemoteUnavailable(
+            "the user changed while logging in".into(),
+        )))
     }
 
     /// Re-hashes a password whose stored hash uses old parameters. Failure only costs the
@@ -269,17 +356,79 @@ impl Sessions {
         }
     }
 
+    /// Signs the token pair of a rotation for the user as this database (built-in users) or
+    /// the user service describes them.
+    fn issue_to(
+        &self,
+        local: Option<UserRecord>,
+        remote: Option<RemoteUser>,
+        rt: &RefreshTokenRecord,
+        now: i64,
+    ) -> Result<IssuedTokens, Error> {
+        match (local, remote) {
+            (Some(u), _) => self.issue(u.id, &u.username, &u.roles, rt, now),
+            (None, Some(u)) => self.issue(u.id, &u.username, &u.roles, rt, now),
+            (None, None) => Err(Error::Internal(
+                "a rotation without the user it belongs to".into(),
+            )),
+        }
+    }
+
+    /// Ends every session of a user the user service no longer knows or has disabled, as
+    /// its report would have.
+    async fn end_sessions_of_gone_user(
+        &self,
+        user_id: UserId,
+        client: &ClientInfo,
+    ) -> Result<(), Error> {
+        let (now, outbox, client) = (self.ctx.now(), self.ctx.outbox, client.clone());
+        let ended = self
+            .ctx
+            .db
+            .write(move |conn| {
+                conn.write_transaction(|conn| {
+                    let ended = session_table::revoke_all_of_user(
+                        conn,
+                        &user_id,
+                        RevokeReason::UserDisabled,
+                        None,
+                        now,
+                    )?;
+                    if !ended.is_empty() {
+                        AuditEvent::new(AuditKind::UserDisabled, &client)
+                            .user(user_id)
+                            .detail(serde_json::json!({
+                                "via": "refresh",
+                                "sessions_ended": ended.len(),
+                            }))
+                            .record(conn, now, outbox)?;
+                    }
+                    Ok::<_, Error>(ended)
+                })
+            })
+            .await?;
+        self.ctx.record_revocations(&ended, now);
+        log::info!(
+            "user disabled or gone at the user service: user_id={user_id} sessions ended={}",
+            ended.len()
+        );
+        Ok(())
+    }
+
+    /// Signs the token pair of refresh token `rt` for this user, with the roles given.
     fn issue(
         &self,
-        user: &UserRecord,
+        user_id: UserId,
+        username: &str,
+        roles: &Roles,
         rt: &RefreshTokenRecord,
         now: i64,
     ) -> Result<IssuedTokens, Error> {
         let access_token = self.tokens.issue_access(
             AccessGrant {
-                user_id: user.id,
-                username: &user.username,
-                roles: user.roles.names(),
+                user_id,
+                username,
+                roles: roles.names(),
                 session_id: rt.session_id,
             },
             now,
@@ -287,7 +436,7 @@ impl Sessions {
         let refresh_token = self.tokens.sign_refresh(&RefreshGrant {
             jti: rt.jti,
             session_id: rt.session_id,
-            user_id: user.id,
+            user_id,
             issued_at: rt.issued_at,
             expires_at: rt.expires_at,
         })?;
@@ -319,6 +468,18 @@ impl Sessions {
                 ));
             }
         }
+        // With a user service, the user's current roles and status come from it; a user it
+        // no longer knows, or has disabled, ends here (a report may have been missed).
+        let remote_user = match self.ctx.users.remote() {
+            Some(remote) => match remote.find(&claims.sub).await? {
+                Some(user) if !user.disabled => Some(user),
+                _ => {
+                    self.end_sessions_of_gone_user(claims.sub, &client).await?;
+                    return Err(Error::SessionRevoked);
+                }
+            },
+            None => None,
+        };
         let request = RotationRequest {
             jti: claims.jti,
             sid: claims.sid,
@@ -326,6 +487,7 @@ impl Sessions {
             now,
             refresh_ttl: self.ctx.lifetimes.refresh_ttl,
             reuse_grace: self.ctx.lifetimes.reuse_grace,
+            read_user: remote_user.is_none(),
         };
         let outbox = self.ctx.outbox;
         let rotation = self
@@ -370,20 +532,20 @@ impl Sessions {
             Rotation::Rotated { child, user } => {
                 log::info!(
                     "refresh: user_id={} sid={} jti={}",
-                    user.id,
+                    claims.sub,
                     claims.sid,
                     child.jti
                 );
-                self.issue(&user, &child, now)
+                self.issue_to(user, remote_user, &child, now)
             }
             Rotation::Replayed { child, user } => {
                 log::info!(
                     "refresh replayed within grace: user_id={} sid={} jti={}",
-                    user.id,
+                    claims.sub,
                     claims.sid,
                     child.jti
                 );
-                self.issue(&user, &child, now)
+                self.issue_to(user, remote_user, &child, now)
             }
             Rotation::Reused { revoked_at } => {
                 self.ctx.record_revocations([&claims.sid], revoked_at);
@@ -600,4 +762,37 @@ impl Sessions {
     pub fn verified_cached(&self) -> usize {
         self.verified.len()
     }
+}
+
+/// Stores a new session of `user_id` and its first refresh token (inside the caller's
+/// transaction); returns that token's record.
+fn insert_session(
+    conn: &mut DbConn,
+    user_id: UserId,
+    now: i64,
+    lifetimes: Lifetimes,
+    client: &ClientInfo,
+) -> Result<RefreshTokenRecord, Error> {
+    let session = NewSession {
+        id: SessionId::random(),
+        user_id,
+        now,
+        expires_at: lifetimes.session_ttl.map(|t| now.saturating_add(t)),
+        client,
+    };
+    let mut first_exp = now.saturating_add(lifetimes.refresh_ttl);
+    if let Some(cap) = session.expires_at {
+        first_exp = first_exp.min(cap);
+    }
+    let first = RefreshTokenRecord {
+        jti: TokenId::random(),
+        session_id: session.id,
+        parent_jti: None,
+        issued_at: now,
+        expires_at: first_exp,
+        used_at: None,
+    };
+    session_table::insert(conn, &session)?;
+    refresh_tokens::insert(conn, &first)?;
+    Ok(first)
 }

@@ -69,6 +69,7 @@ fn status_and_code(e: &ApiError) -> (StatusCode, &'static str) {
             Error::UsernameTaken => (S::CONFLICT, "username_taken"),
             Error::EmailTaken => (S::CONFLICT, "email_taken"),
             Error::LastAdmin => (S::CONFLICT, "last_admin"),
+            Error::ManagedByUserService => (S::CONFLICT, "managed_by_user_service"),
             Error::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),
             Error::InvalidToken(_) => (S::UNAUTHORIZED, "invalid_token"),
             Error::TokenExpired => (S::UNAUTHORIZED, "token_expired"),

@@ -13,6 +13,7 @@ pub mod health;
 pub mod metrics;
 pub mod oauth;
 pub mod routes;
+pub mod user_events;
 pub mod verify;
 pub mod wellknown;
 pub mod wire;

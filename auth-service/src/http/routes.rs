@@ -10,7 +10,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::{json_config, path_config, query_config};
 use crate::http::oauth::form_config;
 use crate::http::verify::verify_json_config;
-use crate::http::{account, admin, auth, health, metrics, oauth, verify, wellknown};
+use crate::http::{account, admin, auth, health, metrics, oauth, user_events, verify, wellknown};
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
@@ -99,6 +99,9 @@ pub fn configure_internal(cfg: &mut web::ServiceConfig) {
             resource("/oauth/introspect", "POST")
                 .app_data(form_config())
                 .route(web::post().to(oauth::introspect)),
+        )
+        .service(
+            resource("/internal/user-events", "POST").route(web::post().to(user_events::report)),
         )
         .service(resource("/metrics", "GET").route(web::get().to(metrics::metrics)))
         .service(health_routes())

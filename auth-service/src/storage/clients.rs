@@ -19,6 +19,8 @@ pub struct ClientRecord {
     pub scopes: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// May report user changes (the user service, with remote users).
+    pub can_user_events: bool,
 }
 
 impl std::fmt::Debug for ClientRecord {
@@ -29,6 +31,7 @@ impl std::fmt::Debug for ClientRecord {
             .field("can_introspect", &self.can_introspect)
             .field("can_client_credentials", &self.can_client_credentials)
             .field("can_password", &self.can_password)
+            .field("can_user_events", &self.can_user_events)
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
     }
@@ -87,6 +90,7 @@ pub fn replace(conn: &mut DbConn, client: &ClientRecord) -> Result<bool, Storage
             clients::can_introspect.eq(client.can_introspect),
             clients::can_client_credentials.eq(client.can_client_credentials),
             clients::can_password.eq(client.can_password),
+            clients::can_user_events.eq(client.can_user_events),
             clients::scopes.eq(&client.scopes),
             clients::updated_at.eq(client.updated_at),
         ))

@@ -287,13 +287,34 @@ const MIGRATION_LOCK: i64 = 0x0061_7574_686d_6967; // "authmig"
 pub fn run_migrations(conn: &mut DbConn) -> Result<Vec<String>, StorageError> {
     let failed = |e: &dyn std::fmt::Display| StorageError::Setup(format!("migration failed: {e}"));
     let applied = match conn {
-        DbConn::Sqlite(c) => c
-            .immediate_transaction(|c| {
-                c.run_pending_migrations(SQLITE_MIGRATIONS)
-                    .map(|v| v.iter().map(|v| v.to_string()).collect::<Vec<_>>())
-                    .map_err(MigrationError::Harness)
-            })
-            .map_err(|e| failed(&e))?,
+        DbConn::Sqlite(c) => {
+            // Rebuilding a table (SQLite's way to drop a constraint) must not cascade
+            // deletes from the old copy: foreign keys are off while migrations run (the
+            // pragma is a no-op inside a transaction, so it is set around it).
+            c.batch_execute("PRAGMA foreign_keys = OFF")?;
+            let applied = c
+                .immediate_transaction(|c| {
+                    let applied = c
+                        .run_pending_migrations(SQLITE_MIGRATIONS)
+                        .map(|v| v.iter().map(|v| v.to_string()).collect::<Vec<_>>())
+                        .map_err(MigrationError::Harness)?;
+                    let broken: i64 =
+                        diesel::sql_query("SELECT count(*) AS n FROM pragma_foreign_key_check")
+                            .get_result::<Count>(c)?
+                            .n;
+                    if broken > 0 {
+                        return Err(MigrationError::Harness(
+                            format!("{broken} row(s) break a foreign key").into(),
+                        ));
+                    }
+                    Ok(applied)
+                })
+                .map_err(|e| failed(&e));
+            let restored = c.batch_execute("PRAGMA foreign_keys = ON");
+            let applied = applied?;
+            restored?;
+            applied
+        }
         DbConn::Pg(c) => {
             // A migration may take longer than a request may; the lock waits as long as the
             // other instance needs.
@@ -312,6 +333,12 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<Vec<String>, StorageError> {
         }
     };
     Ok(applied)
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
 }
 
 /// A migration harness error inside diesel's transaction, which wants errors it can build

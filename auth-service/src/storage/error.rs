@@ -24,13 +24,19 @@ pub enum StorageError {
     /// No answer within `database.timeout`.
     #[error("the database did not answer within {0:?}")]
     TimedOut(std::time::Duration),
+    /// The user service (`users.source = "remote"`) cannot be reached, is busy, or did not
+    /// answer as its contract says; retrying later may succeed.
+    #[error("the user service is unavailable: {0}")]
+    RemoteUnavailable(String),
 }
 
 impl StorageError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StorageError::Unavailable(_) | StorageError::TimedOut(_)
+            StorageError::Unavailable(_)
+                | StorageError::TimedOut(_)
+                | StorageError::RemoteUnavailable(_)
         )
     }
 }

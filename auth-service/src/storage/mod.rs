@@ -14,6 +14,8 @@ pub mod revocation_feed;
 pub mod schema;
 pub mod sessions;
 pub mod throttle;
+pub mod user_events;
+pub mod user_service;
 pub mod users;
 
 pub mod health;

@@ -11,6 +11,8 @@ pub struct Pruned {
     pub audit_events: usize,
     pub refresh_tokens: usize,
     pub sessions: usize,
+    /// Reports from the user service (remote users), kept as long as the audit trail.
+    pub user_events: usize,
 }
 
 /// Limits for [`prune`].
@@ -74,6 +76,13 @@ pub fn prune(conn: &mut DbConn, r: &PruneRequest) -> Result<Pruned, StorageError
             .execute(conn)?;
         pruned.sessions +=
             diesel::delete(sessions::table.filter(sessions::id.eq_any(&ids))).execute(conn)?;
+    }
+    loop {
+        let n = crate::storage::user_events::prune(conn, r.audit_before + 1, r.batch_size)?;
+        if n == 0 {
+            break;
+        }
+        pruned.user_events += n;
     }
     Ok(pruned)
 }

@@ -117,13 +117,14 @@ pub enum Rotation {
     /// The token was unused: it is now used and `child` replaces it.
     Rotated {
         child: RefreshTokenRecord,
-        user: UserRecord,
+        /// The user as stored here; `None` when the request said users live elsewhere.
+        user: Option<UserRecord>,
     },
     /// The token was rotated moments ago (within the grace interval) and its child is still
     /// unused: the same child is handed out again.
     Replayed {
         child: RefreshTokenRecord,
-        user: UserRecord,
+        user: Option<UserRecord>,
     },
     /// The token was used before, outside the grace interval: the session is now revoked.
     Reused { revoked_at: i64 },
@@ -143,6 +144,9 @@ pub struct RotationRequest {
     pub now: i64,
     pub refresh_ttl: i64,
     pub reuse_grace: i64,
+    /// Read the user from this database's `users` table (built-in users) and refuse a
+    /// disabled or missing one; `false` when a user service vouched for them just before.
+    pub read_user: bool,
 }
 
 /// Ends the transaction early: with an outcome (rolled back, nothing changed) or an error.
@@ -196,9 +200,13 @@ pub fn rotate(conn: &mut DbConn, r: &RotationRequest) -> Result<Rotation, Storag
         if session.expires_at.is_some_and(|at| at <= r.now) || token.expires_at < r.now {
             return stop(Rotation::Expired);
         }
-        let user = match users::find(conn, &session.user_id)? {
-            Some(user) if !user.disabled => user,
-            _ => return stop(Rotation::SessionRevoked),
+        let user = if r.read_user {
+            match users::find(conn, &session.user_id)? {
+                Some(user) if !user.disabled => Some(user),
+                _ => return stop(Rotation::SessionRevoked),
+            }
+        } else {
+            None
         };
 
         if claimed == 1 {

@@ -109,5 +109,16 @@ diesel::table! {
         scopes -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        can_user_events -> Bool,
+    }
+}
+
+diesel::table! {
+    user_events (seq) {
+        seq -> BigInt,
+        event_id -> Text,
+        user_id -> Text,
+        kind -> Text,
+        received_at -> BigInt,
     }
 }

@@ -91,7 +91,14 @@ async fn documented_routes_are_served_on_their_listener() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let any_id = uuid::Uuid::new_v4().to_string();
     for (path, methods) in spec_routes() {
-        let base = if ["/verify", "/metrics", "/oauth/introspect"].contains(&path.as_str()) {
+        let base = if [
+            "/verify",
+            "/metrics",
+            "/oauth/introspect",
+            "/internal/user-events",
+        ]
+        .contains(&path.as_str())
+        {
             &app.internal
         } else {
             &app.public

@@ -7,4 +7,5 @@
 
 mod faults;
 mod interop;
+mod remote_users;
 mod support;

@@ -45,6 +45,16 @@ impl Auth {
         Auth::start_via(dir, db_url, overrides, None).await
     }
 
+    /// [`Auth::start`] on the given public and internal ports.
+    pub async fn start_on(
+        dir: &Path,
+        db_url: &str,
+        (public_port, internal_port): (u16, u16),
+        overrides: &[(&str, &str)],
+    ) -> Auth {
+        Auth::spawn(dir, db_url, (public_port, internal_port), overrides, None).await
+    }
+
     /// Starts the binary through `bash -c WRAPPER` (for `ulimit`), or directly.
     pub async fn start_via(
         dir: &Path,
@@ -52,7 +62,17 @@ impl Auth {
         overrides: &[(&str, &str)],
         wrapper: Option<&str>,
     ) -> Auth {
-        let (public_port, internal_port) = (free_port(), free_port());
+        let ports = (free_port(), free_port());
+        Auth::spawn(dir, db_url, ports, overrides, wrapper).await
+    }
+
+    async fn spawn(
+        dir: &Path,
+        db_url: &str,
+        (public_port, internal_port): (u16, u16),
+        overrides: &[(&str, &str)],
+        wrapper: Option<&str>,
+    ) -> Auth {
         let public = format!("http://127.0.0.1:{public_port}");
         let internal = format!("http://127.0.0.1:{internal_port}");
         let mut e = auth_env(dir, db_url, public_port, internal_port);

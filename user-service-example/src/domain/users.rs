@@ -121,7 +121,8 @@ impl Users {
             .ok_or(Error::NotFound)
     }
 
-    /// Sets a new password after checking the current one; notifies `password_changed`.
+    /// Sets a new password after checking the current one (the auth service's call; it ends
+    /// the user's other sessions itself, so nothing is reported back).
     pub async fn change_password(
         &self,
         id: UserId,

@@ -4,9 +4,9 @@ use crate::error::Error;
 
 pub const MAX_EMAIL_CHARS: usize = 254;
 
-/// 3 to 32 characters of A-Z, a-z, 0-9, '.', '_' and '-'.
+/// 3 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'.
 pub fn validate_username(username: &str) -> Result<(), Error> {
-    let ok_len = (3..=32).contains(&username.len());
+    let ok_len = (3..=64).contains(&username.len());
     let ok_chars = username
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -14,7 +14,7 @@ pub fn validate_username(username: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::InvalidRequest(
-            "username: 3 to 32 characters of A-Z, a-z, 0-9, '.', '_' and '-'".into(),
+            "username: 3 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'".into(),
         ))
     }
 }
@@ -46,12 +46,12 @@ mod tests {
 
     #[test]
     fn usernames() {
-        for ok in ["abc", "Alice.B_c-9", &"a".repeat(32)] {
+        for ok in ["abc", "Alice.B_c-9", &"a".repeat(64)] {
             assert!(validate_username(ok).is_ok(), "{ok}");
         }
         for bad in [
             "ab",
-            &"a".repeat(33),
+            &"a".repeat(65),
             "al ice",
             "al@ice",
             "ålice",

@@ -205,8 +205,10 @@ pub fn list(conn: &mut DbConn, limit: i64, offset: i64) -> Result<(Vec<User>, bo
 }
 
 /// Replaces the password hash, if it is still `expected` (the one the current password was
-/// checked against), and notes `password_changed`. A hash changed meanwhile is
-/// [`Error::InvalidCredentials`]: the password that was checked is no longer current.
+/// checked against). A hash changed meanwhile is [`Error::InvalidCredentials`]: the password
+/// that was checked is no longer current. Nothing is noted for the auth service: only it
+/// calls this (for its logged-in user), and it ends the user's other sessions itself — a
+/// `password_changed` report would also end the session that made the change.
 pub fn set_password(
     conn: &mut DbConn,
     id: UserId,
@@ -228,7 +230,7 @@ pub fn set_password(
         if changed == 0 {
             return Err(Error::InvalidCredentials);
         }
-        notifications::record(conn, NotificationKind::PasswordChanged, id, None, now)
+        Ok(())
     })
 }
 

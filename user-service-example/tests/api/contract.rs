@@ -145,7 +145,7 @@ both_backends! {
         s.register("grace", "1234567", None).await.assert_error(400, "weak_password");
         s.register("grace", &"x".repeat(129), None).await.assert_error(400, "weak_password");
         s.register("gr", PW, None).await.assert_error(400, "invalid_request");
-        s.register(&"g".repeat(33), PW, None).await.assert_error(400, "invalid_request");
+        s.register(&"g".repeat(65), PW, None).await.assert_error(400, "invalid_request");
         s.register("gr ace", PW, None).await.assert_error(400, "invalid_request");
         s.register("gr@ce", PW, None).await.assert_error(400, "invalid_request");
         s.register("grace", PW, Some("not-an-address")).await.assert_error(400, "invalid_request");
