@@ -402,6 +402,8 @@ fn bad_configuration_stops_with_the_key_named() {
         ),
         ("RS__AUTH__VERIFY_URL", "", "auth.verify_url"),
         ("RS__AUTH__VERIFYURL", "http://auth/verify", "verifyurl"),
+        ("RS__EVENTS__URL", "http://nats:4222", "events.url"),
+        ("RS__EVENTS__STREAM", "AUTH.EVENTS", "events.stream"),
     ] {
         for args in [&[][..], &["check-config"][..]] {
             let out = run(args, &[(key, value)]);
@@ -431,9 +433,30 @@ fn bad_configuration_stops_with_the_key_named() {
         "auth.verify_url = \"http://auth-service:8081/verify\"",
         "auth.timeout = 1s 500ms",
         "auth.cache_ttl = 0s (off)",
+        "events.url = <unset> (off)",
+        "events.stream = \"AUTH_EVENTS\"",
+        "events.subject_prefix = \"auth.events\"",
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }
+    // With events the cache is on by default, for longer, and the broker's password hidden.
+    let out = run(
+        &["check-config"],
+        &[("RS__EVENTS__URL", "nats://posts:broker-password@nats:4222")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "auth.cache_ttl = 30s (entries also dropped by events)",
+        "events.url = \"nats://posts:<redacted>@nats:4222\"",
+    ] {
+        assert!(text.contains(line), "{line} missing in:\n{text}");
+    }
+    assert!(!text.contains("broker-password"), "{text}");
     let out = run(&["--help"], &[]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("check-config"));

@@ -224,3 +224,47 @@ async fn the_cache_is_bypassed_while_the_broker_is_away_and_events_flow_after_it
 fn rs_prefix(stack: &Stack) -> String {
     stack.resource.env["RS__EVENTS__SUBJECT_PREFIX"].clone()
 }
+
+both_backends! {
+    /// The whole chain, with nothing stood in: the auth service publishes its own events
+    /// (outbox and relay), the resource service consumes them. A logout at the auth service
+    /// ends the cached answer long before the cache's 5-minute TTL.
+    async fn a_logout_at_the_auth_service_ends_the_cached_answer(b: Backend) {
+        let nats = NatsServer::start();
+        let (stream, prefix) = unique_stream();
+        let auth: Vec<(String, String)> = [
+            ("AUTH__EVENTS__URL", nats.url()),
+            ("AUTH__EVENTS__STREAM", stream.clone()),
+            ("AUTH__EVENTS__SUBJECT_PREFIX", prefix.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let rs = rs_events_env(&nats.url(), &stream, &prefix);
+        let stack = Stack::start(b, &pairs(&auth), &pairs(&rs)).await;
+        // The auth service creates the stream (at the latest with its first event); the
+        // resource service subscribes once it exists.
+        stack.register("alice").await;
+        stack.wait_events("subscribed", |s| s["subscribed"] == true).await;
+        let (at, rt) = stack.login("alice").await;
+        assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
+        assert_eq!(stack.events_status().await["cache_entries"], 1);
+
+        let started = std::time::Instant::now();
+        logout(&stack, &rt).await;
+        // The logout's event reaches the cache and drops exactly that answer; the other
+        // events (registered, login_succeeded) are not subscribed to.
+        let status = stack
+            .wait_events("the logout's event applied", |s| s["dropped_entries"] == 1)
+            .await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(status["applied"], 1, "{status}");
+        assert_eq!(status["unreadable"], 0, "{status}");
+        assert_eq!(status["cache_entries"], 0, "{status}");
+        stack
+            .rs_get("/posts", &at)
+            .await
+            .assert_unauthorized("token_revoked");
+        stack.resource.assert_never_logged(&[&at, &rt]);
+    }
+}
