@@ -398,6 +398,11 @@ fn client(settings: &Settings, cmd: ClientCommand) -> Result<(), String> {
                 (None, Some(name)) => Some(read_secret_env(&name)?),
                 (None, None) => read_client_secret()?,
             };
+            if user_events && settings.users.source != crate::config::UserSource::Remote {
+                eprintln!(
+                    "note: users.source is \"local\" in these settings; the service accepts user reports only with users.source = \"remote\""
+                );
+            }
             let secrets = secrets()?;
             let mut conn = connect(settings)?;
             let permissions = Permissions {

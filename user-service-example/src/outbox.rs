@@ -136,22 +136,34 @@ impl Sender {
                 return Ok(());
             }
             for n in batch {
-                self.deliver(&n).await?;
+                let outcome = self.deliver(&n).await?;
                 let seq = n.seq;
                 self.store
                     .run(move |conn| notifications::delete(conn, seq))
                     .await?;
-                log::info!(
-                    "delivered {} notification {} for user {}",
-                    n.kind,
-                    n.id,
-                    n.user_id
-                );
+                match outcome {
+                    Delivered::Accepted => log::info!(
+                        "delivered {} notification {} for user {}",
+                        n.kind,
+                        n.id,
+                        n.user_id
+                    ),
+                    Delivered::Rejected(status) => log::error!(
+                        "auth service refused {} notification {} for user {} for good ({status}); dropped so the ones after it go on",
+                        n.kind,
+                        n.id,
+                        n.user_id
+                    ),
+                }
             }
         }
     }
 
-    async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
+    /// Sends one notification. A 2xx is accepted; a refusal that repeating cannot change
+    /// (the auth service found the notification itself wrong: 400, 404, 409, 410, 413, 415,
+    /// 422) is `Rejected`, so it does not hold back the ones after it; anything else (no
+    /// answer, 401, 403, 408, 429, 5xx) is an error, and the same row is tried again.
+    async fn deliver(&self, n: &Notification) -> Result<Delivered, DeliveryError> {
         let response = self
             .client
             .post(&self.url)
@@ -161,7 +173,9 @@ impl Sender {
             .await?;
         let status = response.status();
         if status.is_success() {
-            Ok(())
+            Ok(Delivered::Accepted)
+        } else if permanent(status) {
+            Ok(Delivered::Rejected(status))
         } else if status == reqwest::StatusCode::UNAUTHORIZED {
             Err(DeliveryError::Refused {
                 client_id: self.client_id.clone(),
@@ -172,9 +186,30 @@ impl Sender {
     }
 }
 
+/// What became of one notification.
+enum Delivered {
+    Accepted,
+    Rejected(reqwest::StatusCode),
+}
+
+/// Refusals of the notification itself, which sending it again cannot change.
+fn permanent(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 400 | 404 | 409 | 410 | 413 | 415 | 422)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refusals_of_the_notification_itself_are_permanent() {
+        for s in [400, 404, 409, 410, 413, 415, 422] {
+            assert!(permanent(reqwest::StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [401, 403, 405, 408, 429, 500, 502, 503, 504] {
+            assert!(!permanent(reqwest::StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+    }
 
     #[test]
     fn basic_credentials_are_form_encoded_first() {

@@ -489,9 +489,11 @@ impl Settings {
             );
         }
         if let Some(url) = &u.remote_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
+            && !url.starts_with("http://")
         {
-            return err("users.remote_url", "expected an http:// or https:// URL");
+            // This build has no TLS client: the user service belongs on the private network,
+            // like the internal listener.
+            return err("users.remote_url", "expected an http:// URL");
         }
         if u.source == UserSource::Remote {
             if u.remote_url.is_none() {

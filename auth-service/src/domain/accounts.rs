@@ -215,8 +215,14 @@ impl Accounts {
         let throttle_key = format!("#{}", caller.sub);
         let attempt = self.login_throttle.begin(client.ip, &throttle_key).await?;
         if let Some(remote) = self.ctx.users.remote() {
-            // The user service checks the current password and stores the new one.
             validate_password(&new)?;
+            // The caller's other sessions end first, then the user service checks the
+            // current password and stores the new one. So once the password has changed,
+            // no session opened with the old one is left, whatever fails afterwards. (Ending
+            // them is nothing a holder of this access token could not do with /logout/all.)
+            let ended = self
+                .end_sessions_for_password_change(caller, &client)
+                .await?;
             match remote.change_password(&caller.sub, &current, &new).await? {
                 PasswordChange::Changed => attempt.succeeded(),
                 PasswordChange::InvalidCredentials => {
@@ -225,7 +231,33 @@ impl Accounts {
                 }
                 PasswordChange::Refused(why) => return Err(Error::Validation(why)),
             }
-            return self.end_other_sessions(caller, None, client).await;
+            let (user_id, keep, now, outbox) =
+                (caller.sub, caller.sid, self.ctx.now(), self.ctx.outbox);
+            let recorded = self
+                .ctx
+                .db
+                .write(move |conn| {
+                    AuditEvent::new(AuditKind::PasswordChanged, &client)
+                        .user(user_id)
+                        .session(keep)
+                        .detail(serde_json::json!({
+                            "sessions_ended": ended,
+                            "via": "user_service",
+                        }))
+                        .record(conn, now, outbox)
+                })
+                .await;
+            if let Err(e) = recorded {
+                // The password has changed and the other sessions are gone: answering an
+                // error would only make the client retry with the old password.
+                log::error!(
+                    "password changed but not recorded in the audit trail: user_id={user_id}: {e}"
+                );
+            }
+            log::info!(
+                "password changed at the user service: user_id={user_id} other sessions ended={ended}"
+            );
+            return Ok(());
         }
         let id = caller.sub;
         let user = self.ctx.db.run(move |conn| users::find(conn, &id)).await?;
@@ -242,6 +274,43 @@ impl Accounts {
         validate_password(&new)?;
         let hash = self.passwords.hash(new).await?;
         self.end_other_sessions(caller, Some(hash), client).await
+    }
+
+    /// Before a password change at the user service: ends every other session of the
+    /// caller, each recorded as ended by its user. Returns how many ended.
+    async fn end_sessions_for_password_change(
+        &self,
+        caller: &AccessClaims,
+        client: &ClientInfo,
+    ) -> Result<usize, Error> {
+        let (user_id, keep, now, outbox) =
+            (caller.sub, caller.sid, self.ctx.now(), self.ctx.outbox);
+        let client = client.clone();
+        let ended = self
+            .ctx
+            .db
+            .write(move |conn| {
+                conn.write_transaction(|conn| {
+                    let ended = session_table::revoke_all_of_user(
+                        conn,
+                        &user_id,
+                        RevokeReason::PasswordChanged,
+                        Some(&keep),
+                        now,
+                    )?;
+                    for sid in &ended {
+                        AuditEvent::new(AuditKind::SessionRevoked, &client)
+                            .user(user_id)
+                            .session(*sid)
+                            .detail(serde_json::json!({"by": user_id, "for": "password_change"}))
+                            .record(conn, now, outbox)?;
+                    }
+                    Ok::<_, Error>(ended)
+                })
+            })
+            .await?;
+        self.ctx.record_revocations(&ended, now);
+        Ok(ended.len())
     }
 
     /// After a password change: stores the new hash (built-in users), ends every other

@@ -116,6 +116,13 @@ pub fn apply_roles(
         users::set_roles(conn, &target, roles, now)?;
         let removed: Vec<&Role> = before.roles.missing_from(roles).collect();
         let added: Vec<&Role> = roles.missing_from(&before.roles).collect();
+        // Sessions first, events last: recording takes the per-user events lock, which must
+        // come after every row lock (see `AuditEvent::record`).
+        let ended_sessions = if removed.is_empty() {
+            Vec::new()
+        } else {
+            session_table::revoke_all_of_user(conn, &target, RevokeReason::RoleRevoked, None, now)?
+        };
         for (kind, list) in [
             (AuditKind::RoleGranted, &added),
             (AuditKind::RoleRevoked, &removed),
@@ -127,11 +134,6 @@ pub fn apply_roles(
                     .record(conn, now, outbox)?;
             }
         }
-        let ended_sessions = if removed.is_empty() {
-            Vec::new()
-        } else {
-            session_table::revoke_all_of_user(conn, &target, RevokeReason::RoleRevoked, None, now)?
-        };
         let after = users::find(conn, &target)?.ok_or(Error::NotFound)?;
         Ok(UserChange {
             before: before.into(),
@@ -214,6 +216,11 @@ pub struct Admin {
 impl Admin {
     pub(crate) fn new(ctx: Context) -> Admin {
         Admin { ctx }
+    }
+
+    /// Where users live.
+    pub fn directory(&self) -> &crate::domain::directory::Directory {
+        &self.ctx.users
     }
 
     /// Refuses (403) a caller who is not an enabled administrator according to the

@@ -120,6 +120,11 @@ impl Services {
 }
 
 impl Services {
+    /// The user service, when users are remote (`users.source = "remote"`).
+    pub fn remote_users(&self) -> Option<&crate::storage::user_service::UserService> {
+        self.admin.directory().remote()
+    }
+
     /// Whether `token` is active (RFC 7662), whatever its kind: a user's access or refresh
     /// token, or a machine client's access token.
     pub async fn introspect(

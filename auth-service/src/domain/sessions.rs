@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::Lifetimes;
 use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::directory::ReportKind;
 use crate::domain::limits::Limiter;
 use crate::domain::validation::MAX_EMAIL_CHARS;
 use crate::domain::{Context, Error};
@@ -309,21 +310,33 @@ impl Sessions {
                     conn.write_transaction(|conn| {
                         // Shared with other logins, exclusive with reports about this user.
                         user_events::lock_user(conn, &user_id, false)?;
-                        if user_events::reported_after(conn, &user_id, mark)? {
-                            return Ok::<_, Error>(None);
+                        let reported = user_events::kinds_after(conn, &user_id, mark)?;
+                        if reported
+                            .iter()
+                            .any(|k| k == ReportKind::PasswordChanged.as_str())
+                        {
+                            // The password just checked may be the one that was replaced.
+                            return Ok::<_, Error>(Opening::PasswordChanged);
+                        }
+                        if !reported.is_empty() {
+                            return Ok(Opening::ReadAgain);
                         }
                         let first = insert_session(conn, user_id, now, lifetimes, &client_info)?;
                         AuditEvent::new(AuditKind::LoginSucceeded, &client_info)
                             .user(user_id)
                             .session(first.session_id)
                             .record(conn, now, outbox)?;
-                        Ok(Some(first))
+                        Ok(Opening::Opened(first))
                     })
                 })
                 .await?;
-            if let Some(first) = opened {
-                log::info!("login: user_id={} sid={}", user.id, first.session_id);
-                return self.issue(user.id, &user.username, &user.roles, &first, now);
+            match opened {
+                Opening::Opened(first) => {
+                    log::info!("login: user_id={} sid={}", user.id, first.session_id);
+                    return self.issue(user.id, &user.username, &user.roles, &first, now);
+                }
+                Opening::PasswordChanged => return Err(Error::InvalidCredentials),
+                Opening::ReadAgain => {}
             }
             mark = self.ctx.db.run(user_events::watermark).await?;
             user = match remote.find(&user.id).await? {
@@ -795,4 +808,13 @@ fn insert_session(
     session_table::insert(conn, &session)?;
     refresh_tokens::insert(conn, &first)?;
     Ok(first)
+}
+
+/// What opening a session for a user of the user service came to.
+enum Opening {
+    Opened(RefreshTokenRecord),
+    /// A disable or a role removal was reported since the credentials were checked.
+    ReadAgain,
+    /// A password change was reported since: the password checked may be the old one.
+    PasswordChanged,
 }

@@ -1,6 +1,7 @@
 //! `POST /internal/user-events` (internal listener): the user service reports a disabled
 //! user, a removed role or a changed password (`users.source = "remote"`). The caller
-//! authenticates as a client registered with `--user-events` (HTTP Basic).
+//! authenticates as a client registered with `--user-events` (HTTP Basic) before the body
+//! is read; with built-in users there is nothing to report, and the path answers 404.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -10,7 +11,7 @@ use crate::domain::Error;
 use crate::domain::directory::{ReportKind, UserReport};
 use crate::http::State;
 use crate::http::error::ApiError;
-use crate::http::extract::basic_credentials;
+use crate::http::extract::{MAX_BODY_BYTES, basic_credentials};
 use crate::model::{ClientInfo, Role, UserId};
 
 /// The report as the user service sends it.
@@ -61,7 +62,7 @@ pub async fn report(
     state: State,
     req: HttpRequest,
     client: ClientInfo,
-    body: web::Json<ReportBody>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (id, secret) = req
         .headers()
@@ -72,7 +73,31 @@ pub async fn report(
     if !caller.can_user_events {
         return Err(Error::UnauthorizedClient.into());
     }
-    let report = UserReport::try_from(body.into_inner())?;
+    if state.services.remote_users().is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body = payload
+        .to_bytes_limited(MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?
+        .map_err(|_| ApiError::InvalidRequest("request body could not be read".into()))?;
+    let body: ReportBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::InvalidRequest(if e.is_data() {
+            format!("invalid request body: {e}")
+        } else {
+            "request body is not valid JSON".into()
+        })
+    })?;
+    let report = UserReport::try_from(body)?;
     state
         .services
         .admin

@@ -292,6 +292,16 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<Vec<String>, StorageError> {
             // deletes from the old copy: foreign keys are off while migrations run (the
             // pragma is a no-op inside a transaction, so it is set around it).
             c.batch_execute("PRAGMA foreign_keys = OFF")?;
+            let off = diesel::sql_query("SELECT foreign_keys AS n FROM pragma_foreign_keys")
+                .get_result::<Count>(c)?
+                .n
+                == 0;
+            if !off {
+                // Inside an open transaction the pragma does nothing; never rebuild then.
+                return Err(StorageError::Setup(
+                    "migration failed: foreign keys could not be turned off".into(),
+                ));
+            }
             let applied = c
                 .immediate_transaction(|c| {
                     let applied = c
@@ -354,6 +364,73 @@ enum MigrationError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Migration 000006 rebuilds `sessions` on SQLite: a database with sessions and refresh
+    /// tokens keeps every row (nothing cascades), keeps every index, and afterwards accepts
+    /// a session of a user it does not hold (the user service's).
+    #[test]
+    fn sqlite_sessions_rebuild_keeps_every_row_and_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.db");
+        let mut raw = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        raw.batch_execute("PRAGMA foreign_keys = ON").unwrap();
+        let pending = raw.pending_migrations(SQLITE_MIGRATIONS).unwrap();
+        for m in pending
+            .iter()
+            .filter(|m| m.name().version().to_string().as_str() < "20261129000006")
+        {
+            raw.run_migration(m.as_ref()).unwrap();
+        }
+        raw.batch_execute(
+            "INSERT INTO users (id, username, username_key, password_hash, disabled, created_at, updated_at)
+               VALUES ('u1', 'alice', 'alice', 'x', FALSE, 1, 1);
+             INSERT INTO sessions (id, user_id, created_at, last_used_at) VALUES ('s1', 'u1', 1, 1);
+             INSERT INTO refresh_tokens (jti, session_id, issued_at, expires_at) VALUES ('t1', 's1', 1, 9);
+             INSERT INTO refresh_tokens (jti, session_id, parent_jti, issued_at, expires_at) VALUES ('t2', 's1', 't1', 2, 9);",
+        )
+        .unwrap();
+        let mut conn = DbConn::Sqlite(raw);
+        let applied = run_migrations(&mut conn).unwrap();
+        assert!(
+            applied.iter().any(|v| v == "20261129000006"),
+            "{applied:?}"
+        );
+        let count = |conn: &mut DbConn, sql: &str| {
+            diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
+        };
+        assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM sessions"), 1);
+        assert_eq!(
+            count(&mut conn, "SELECT count(*) AS n FROM refresh_tokens"),
+            2
+        );
+        assert_eq!(
+            count(
+                &mut conn,
+                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions'
+                   AND name IN ('sessions_user_id_idx', 'sessions_revoked_at_idx', 'sessions_last_used_at_idx')"
+            ),
+            3
+        );
+        assert_eq!(
+            count(
+                &mut conn,
+                "SELECT foreign_keys AS n FROM pragma_foreign_keys"
+            ),
+            1,
+            "foreign keys are on again"
+        );
+        conn.batch_execute(
+            "INSERT INTO sessions (id, user_id, created_at, last_used_at) VALUES ('s2', 'remote-user', 1, 1)",
+        )
+        .unwrap();
+        // refresh_tokens still references sessions.
+        assert!(
+            conn.batch_execute(
+                "INSERT INTO refresh_tokens (jti, session_id, issued_at, expires_at) VALUES ('t3', 'nope', 1, 9)"
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn write_transactions_nest_and_roll_back() {

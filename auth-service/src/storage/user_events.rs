@@ -67,18 +67,17 @@ pub fn watermark(conn: &mut DbConn) -> Result<i64, StorageError> {
         .unwrap_or(0))
 }
 
-/// Whether a report about this user was stored after `watermark`.
-pub fn reported_after(
+/// The kinds of the reports about this user stored after `watermark`.
+pub fn kinds_after(
     conn: &mut DbConn,
     user_id: &UserId,
     watermark: i64,
-) -> Result<bool, StorageError> {
-    Ok(diesel::select(diesel::dsl::exists(
-        user_events::table
-            .filter(user_events::user_id.eq(user_id.to_string()))
-            .filter(user_events::seq.gt(watermark)),
-    ))
-    .get_result(conn)?)
+) -> Result<Vec<String>, StorageError> {
+    Ok(user_events::table
+        .filter(user_events::user_id.eq(user_id.to_string()))
+        .filter(user_events::seq.gt(watermark))
+        .select(user_events::kind)
+        .load(conn)?)
 }
 
 /// Orders a report about a user against sessions being opened for them, until the

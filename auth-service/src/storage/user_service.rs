@@ -151,7 +151,11 @@ impl UserService {
             )));
         }
         let timeout = u.remote_timeout.get();
+        // Bodies carry passwords: never re-sent to wherever a redirect points, never
+        // through a proxy from the environment.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))

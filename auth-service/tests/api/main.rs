@@ -19,4 +19,5 @@ mod oauth;
 mod openapi;
 mod refresh;
 mod register;
+mod user_events;
 mod verify;

@@ -20,3 +20,4 @@ DROP TABLE sessions;
 ALTER TABLE sessions_old RENAME TO sessions;
 CREATE INDEX sessions_user_id_idx ON sessions (user_id);
 CREATE INDEX sessions_revoked_at_idx ON sessions (revoked_at);
+CREATE INDEX sessions_last_used_at_idx ON sessions (last_used_at);

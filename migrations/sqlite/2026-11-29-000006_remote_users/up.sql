@@ -24,6 +24,7 @@ DROP TABLE sessions;
 ALTER TABLE sessions_new RENAME TO sessions;
 CREATE INDEX sessions_user_id_idx ON sessions (user_id);
 CREATE INDEX sessions_revoked_at_idx ON sessions (revoked_at);
+CREATE INDEX sessions_last_used_at_idx ON sessions (last_used_at);
 
 -- What the user service reported (a user disabled, a role removed, a password changed),
 -- once per event id: repeats change nothing. A login notes the highest `seq` before the

@@ -90,6 +90,20 @@ both_backends! {
         wait_until("an empty outbox", || s.pending() == 0).await;
     }
 
+    /// A notification the auth service refuses for good (400) is dropped, once, with an
+    /// error in the log, so it does not hold back the ones after it.
+    async fn a_permanent_refusal_does_not_block_the_queue(b: Backend) {
+        let receiver = Receiver::started(Answer::BadRequest).await;
+        let settings = receiver.settings();
+        let s = UserService::start_with(b, &pairs(&settings)).await;
+        three_changes(&s).await;
+        wait_until("an empty outbox", || s.pending() == 0).await;
+        assert_eq!(receiver.attempts(), 3, "each refused notification was sent once");
+        assert!(receiver.accepted().is_empty());
+        let output = s.service.output();
+        assert!(output.matches("for good (400").count() >= 3, "{output}");
+    }
+
     async fn retried_while_the_auth_service_is_unreachable(b: Backend) {
         // Nothing listens on the receiver's port yet.
         let mut receiver = Receiver::new(Answer::Accept);

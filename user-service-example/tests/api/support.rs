@@ -200,6 +200,8 @@ pub enum Answer {
     Accept,
     Unavailable,
     Unauthorized,
+    /// 400: the notification itself is wrong (repeating it cannot help).
+    BadRequest,
 }
 
 #[derive(Default)]
@@ -241,6 +243,9 @@ async fn receive(
         Answer::Unavailable => HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "1"))
             .json(json!({"error": "service_unavailable", "message": "down"})),
+        Answer::BadRequest => {
+            HttpResponse::BadRequest().json(json!({"error": "invalid_request", "message": "no"}))
+        }
         Answer::Unauthorized => {
             HttpResponse::Unauthorized().json(json!({"error": "invalid_client", "message": "no"}))
         }
