@@ -6,12 +6,16 @@
 //! into a temporary directory, and the database to a fresh one on the machine's PostgreSQL.
 //! The load balancer is a real nginx running deploy/nginx/lb.conf in front of one auth-service
 //! process. Every variable must be one the binary reads, and a request must go all the way
-//! through.
+//! through: with the default services alone, and with the optional profiles on (`events`: a
+//! NATS server of the test's own in place of the `nats` service; `remote-users`: the real
+//! user service).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -22,6 +26,17 @@ const AUTH: &str = "auth-service";
 const LB: &str = "auth-lb";
 const RS: &str = "resource-service-example";
 const SETUP: &str = "auth-setup";
+const NATS: &str = "nats";
+const USERS: &str = "user-service";
+const SETUP_USERS: &str = "auth-setup-users";
+const EVENTS: &str = "events";
+const REMOTE_USERS: &str = "remote-users";
+
+/// The `user-service` binary of this workspace (see `testkit::workspace_bin`).
+fn user_service_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| testkit::workspace_bin("user-service-example", USERS))
+}
 
 fn read(path: &str) -> String {
     let full = workspace_root().join(path);
@@ -46,6 +61,57 @@ fn parse_env_file(text: &str) -> BTreeMap<String, String> {
             (k.trim().to_string(), v.to_string())
         })
         .collect()
+}
+
+/// What deploy/.env.example says about the optional profiles: the variables of each profile's
+/// section (headed `# --- profile NAME`), and the values operators are told to set to turn
+/// the profile on (the section's `#   KEY=VALUE` comment lines).
+struct ProfileDoc {
+    variables: BTreeMap<String, BTreeSet<String>>,
+    turn_on: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn profile_doc(text: &str) -> ProfileDoc {
+    let mut doc = ProfileDoc {
+        variables: BTreeMap::new(),
+        turn_on: BTreeMap::new(),
+    };
+    let mut profile: Option<String> = None;
+    for line in text.lines().map(str::trim_end) {
+        if let Some(header) = line.strip_prefix("# ---") {
+            profile = header
+                .trim_start_matches('-')
+                .trim()
+                .strip_prefix("profile ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(String::from);
+            if let Some(p) = &profile {
+                doc.variables.entry(p.clone()).or_default();
+                doc.turn_on.entry(p.clone()).or_default();
+            }
+            continue;
+        }
+        let Some(p) = &profile else { continue };
+        if let Some(example) = line.strip_prefix("#   ") {
+            if let Some((k, v)) = example.split_once('=')
+                && !k.is_empty()
+                && k.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            {
+                doc.turn_on
+                    .get_mut(p)
+                    .unwrap()
+                    .insert(k.to_string(), v.trim().to_string());
+            }
+        } else if !line.starts_with('#')
+            && let Some((k, _)) = line.split_once('=')
+        {
+            doc.variables
+                .get_mut(p)
+                .unwrap()
+                .insert(k.trim().to_string());
+        }
+    }
+    doc
 }
 
 /// Compose variable substitution: `$$`, `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
@@ -150,17 +216,69 @@ struct Compose {
 
 impl Compose {
     fn load() -> Compose {
+        Compose::load_with(&BTreeMap::new())
+    }
+
+    /// With the values deploy/.env.example gives for turning both profiles on, as an
+    /// operator who follows it has them in .env.
+    fn with_profiles() -> Compose {
+        let doc = profile_doc(&read("deploy/.env.example"));
+        let on: BTreeMap<String, String> = doc.turn_on.into_values().flatten().collect();
+        assert!(!on.is_empty(), "deploy/.env.example: no profile settings");
+        Compose::load_with(&on)
+    }
+
+    /// `overrides` on top of deploy/.env.example, as lines changed in .env.
+    fn load_with(overrides: &BTreeMap<String, String>) -> Compose {
         let raw: Value = serde_norway::from_str(&read("docker-compose.yml"))
             .expect("docker-compose.yml is YAML");
         let env_example = parse_env_file(&read("deploy/.env.example"));
+        let mut vars = env_example.clone();
+        vars.extend(overrides.clone());
         let mut used = BTreeSet::new();
-        let doc = interpolate_all(&raw, &env_example, &mut used)
+        let doc = interpolate_all(&raw, &vars, &mut used)
             .unwrap_or_else(|e| panic!("docker-compose.yml with deploy/.env.example: {e}"));
         Compose {
             doc,
             used,
             env_example,
         }
+    }
+
+    fn service_names(&self) -> Vec<String> {
+        self.doc["services"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The service's `profiles` (empty: it always runs).
+    fn profiles(&self, name: &str) -> Vec<String> {
+        self.service(name)["profiles"]
+            .as_array()
+            .map(|ps| ps.iter().map(|p| p.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The services the service waits for.
+    fn depends_on(&self, name: &str) -> BTreeSet<String> {
+        match &self.service(name)["depends_on"] {
+            Value::Object(map) => map.keys().cloned().collect(),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().unwrap().to_string())
+                .collect(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// Whether `source` (a mount's source) is one of the file's named volumes.
+    fn is_named_volume(&self, source: &str) -> bool {
+        self.doc["volumes"]
+            .as_object()
+            .is_some_and(|v| v.contains_key(source))
     }
 
     fn service(&self, name: &str) -> &Value {
@@ -374,6 +492,43 @@ fn env_example_lists_exactly_the_variables_compose_uses() {
     let raw: Value = serde_norway::from_str(&raw).unwrap();
     let e = interpolate_all(&raw, &vars, &mut BTreeSet::new()).unwrap_err();
     assert!(e.starts_with("POSTGRES_PASSWORD"), "{e}");
+
+    // The optional profiles: a section each, saying how to turn it on. The default `up` needs
+    // none of their variables: compose interpolates the whole file whatever the profiles, so
+    // a `${VAR:?}` of a profile would stop it.
+    let doc = profile_doc(&read("deploy/.env.example"));
+    assert_eq!(
+        doc.variables.keys().collect::<Vec<_>>(),
+        [EVENTS, REMOTE_USERS]
+    );
+    let mut default_vars = compose.env_example.clone();
+    for (profile, vars) in &doc.variables {
+        assert!(!vars.is_empty(), "{profile}: no variables");
+        let on = &doc.turn_on[profile];
+        assert!(
+            !on.is_empty(),
+            "{profile}: no `#   KEY=VALUE` to turn it on"
+        );
+        for key in on.keys() {
+            assert!(
+                vars.contains(key),
+                "{profile}: {key} is not one of its variables"
+            );
+        }
+        for var in vars {
+            default_vars.remove(var);
+        }
+    }
+    let without = interpolate_all(&raw, &default_vars, &mut BTreeSet::new())
+        .unwrap_or_else(|e| panic!("the default `up` needs a profile's variable: {e}"));
+    // ... and then the switches are off.
+    let auth_env = &without["services"][AUTH]["environment"];
+    assert_eq!(auth_env["AUTH__EVENTS__URL"], "");
+    assert_eq!(auth_env["AUTH__USERS__SOURCE"], "local");
+    assert_eq!(
+        without["services"][RS]["environment"]["RS__EVENTS__URL"],
+        ""
+    );
 }
 
 #[test]
@@ -593,6 +748,198 @@ fn compose_file_has_the_shape_operators_rely_on() {
     }
 }
 
+/// The value after `flag` in an exec-form command.
+fn arg_of(args: &[String], flag: &str) -> String {
+    let at = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+    args.get(at + 1)
+        .unwrap_or_else(|| panic!("{flag} without a value"))
+        .clone()
+}
+
+/// The port of a listen address (`0.0.0.0:8090`).
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("not HOST:PORT: {addr}"))
+}
+
+#[test]
+fn compose_profiles_have_the_shape_operators_rely_on() {
+    let compose = Compose::load();
+    // Exactly these services are optional, in these profiles; every other one always runs.
+    let optional: BTreeMap<String, Vec<String>> = compose
+        .service_names()
+        .into_iter()
+        .map(|name| (compose.profiles(&name), name))
+        .filter(|(profiles, _)| !profiles.is_empty())
+        .map(|(profiles, name)| (name, profiles))
+        .collect();
+    assert_eq!(
+        optional,
+        BTreeMap::from([
+            (NATS.to_string(), vec![EVENTS.to_string()]),
+            (SETUP_USERS.to_string(), vec![REMOTE_USERS.to_string()]),
+            (USERS.to_string(), vec![REMOTE_USERS.to_string()]),
+        ])
+    );
+    for name in compose.service_names() {
+        // An always-on service waiting for an optional one would fail (or start it).
+        if compose.profiles(&name).is_empty() {
+            let deps = compose.depends_on(&name);
+            assert!(
+                deps.iter().all(|d| !optional.contains_key(d)),
+                "{name} depends on a profile service: {deps:?}"
+            );
+        }
+    }
+    // Nothing optional is published on the host.
+    for name in optional.keys() {
+        assert!(compose.published(name).is_empty(), "{name} is published");
+    }
+
+    // nats: the official image with JetStream on, its store on a named volume; the health
+    // check asks the monitoring listener, with a tool the image has (the scratch image has
+    // none; the alpine one has busybox's wget).
+    let nats = compose.service(NATS);
+    let image = nats["image"].as_str().unwrap();
+    assert!(image.starts_with("nats:"), "{image}");
+    let args = compose.command(NATS);
+    assert!(
+        args.iter().any(|a| a == "--jetstream" || a == "-js"),
+        "{args:?}"
+    );
+    let store = arg_of(&args, "--store_dir");
+    let store_mount = compose
+        .mounts(NATS)
+        .into_iter()
+        .find(|(_, target)| *target == store)
+        .unwrap_or_else(|| panic!("the JetStream store {store} is not on a volume"));
+    assert!(compose.is_named_volume(&store_mount.0), "{store_mount:?}");
+    let monitor = arg_of(&args, "--http_port");
+    let probe: Vec<&str> = nats["healthcheck"]["test"]
+        .as_array()
+        .expect("nats: a healthcheck in exec form")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(probe[0], "CMD");
+    assert!(
+        probe[1] == "wget" && image.contains("alpine"),
+        "nats: {probe:?} cannot run in {image}"
+    );
+    assert!(
+        probe.contains(&format!("http://127.0.0.1:{monitor}/healthz").as_str()),
+        "{probe:?}"
+    );
+    assert_eq!(compose.exposed(NATS), BTreeSet::from([4222]));
+
+    // Off by default: no events, users in the auth service's own tables.
+    let auth_off = compose.container_env(AUTH);
+    assert_eq!(auth_off["AUTH__EVENTS__URL"], "");
+    assert_eq!(auth_off["AUTH__USERS__SOURCE"], "local");
+    assert_eq!(auth_off["AUTH__USERS__REMOTE_URL"], "");
+    assert_eq!(compose.container_env(RS)["RS__EVENTS__URL"], "");
+
+    // Turned on as deploy/.env.example says: both services at the nats service, the auth
+    // service's users at the user service, with the secret the user service expects.
+    let on = Compose::with_profiles();
+    let auth = on.container_env(AUTH);
+    let rs = on.container_env(RS);
+    let users = on.container_env(USERS);
+    let nats_url = format!("nats://{NATS}:4222");
+    assert_eq!(auth["AUTH__EVENTS__URL"], nats_url);
+    assert_eq!(rs["RS__EVENTS__URL"], nats_url);
+    assert_eq!(auth["AUTH__USERS__SOURCE"], "remote");
+    let users_port = port_of(&users["USERS__SERVER__ADDR"]);
+    assert_eq!(
+        auth["AUTH__USERS__REMOTE_URL"],
+        format!("http://{USERS}:{users_port}")
+    );
+    assert_eq!(on.exposed(USERS), BTreeSet::from([users_port]));
+    assert_eq!(
+        auth["AUTH__USERS__REMOTE_SECRET"],
+        users["USERS__SERVICE__CLIENT_SECRET"]
+    );
+    assert!(users["USERS__SERVICE__CLIENT_SECRET"].len() >= 32);
+    assert!(users["USERS__ADMIN__TOKEN"].len() >= 32);
+
+    // The user service reports to the replicas' internal listener through the balancer, as
+    // the client auth-setup-users registers (may report user events; converges on every
+    // `up`), once that has run.
+    let internal = port_of(&auth["AUTH__SERVER__INTERNAL_ADDR"]);
+    assert_eq!(users["USERS__AUTH__URL"], format!("http://{LB}:{internal}"));
+    let setup = on.service(SETUP_USERS);
+    assert_eq!(setup["image"], on.service(AUTH)["image"]);
+    assert_eq!(setup["depends_on"][AUTH]["condition"], "service_healthy");
+    assert_eq!(
+        on.service(USERS)["depends_on"][SETUP_USERS]["condition"],
+        "service_completed_successfully"
+    );
+    let args = on.command(SETUP_USERS);
+    assert_eq!(&args[..2], ["client", "create"]);
+    assert!(args.contains(&"--user-events".into()) && args.contains(&"--update-existing".into()));
+    assert!(!args.contains(&"--introspect".into()), "{args:?}");
+    assert_eq!(
+        arg_of(&args, "--client-id"),
+        users["USERS__AUTH__CLIENT_ID"]
+    );
+    let setup_env = on.container_env(SETUP_USERS);
+    assert_eq!(
+        setup_env[&arg_of(&args, "--secret-env")],
+        users["USERS__AUTH__CLIENT_SECRET"]
+    );
+    assert!(users["USERS__AUTH__CLIENT_SECRET"].len() >= 32);
+    assert_eq!(setup_env["DATABASE_URL"], auth["DATABASE_URL"]);
+    assert_eq!(setup_env["AUTH__KEYS__DIR"], auth["AUTH__KEYS__DIR"]);
+    let keys_mount = |service: &str| {
+        on.mounts(service)
+            .into_iter()
+            .find(|(_, target)| *target == auth["AUTH__KEYS__DIR"])
+    };
+    assert_eq!(
+        keys_mount(SETUP_USERS).map(|m| m.0),
+        keys_mount(AUTH).map(|m| m.0)
+    );
+
+    // The user service: one instance (its SQLite file is on one named volume).
+    let data_dir = &users["USERS__DATA_DIR"];
+    let data_mount = on
+        .mounts(USERS)
+        .into_iter()
+        .find(|(_, target)| data_dir.starts_with(target.as_str()))
+        .unwrap_or_else(|| panic!("USERS__DATA_DIR {data_dir} is not on a volume"));
+    assert!(on.is_named_volume(&data_mount.0), "{data_mount:?}");
+    assert!(!users.contains_key("USERS__DATABASE__URL"));
+    assert!(
+        on.service(USERS)["deploy"]["replicas"].is_null(),
+        "SQLite: one instance"
+    );
+
+    // Its image: built from the same Dockerfile as the others, the same way.
+    assert_eq!(on.service(USERS)["build"]["target"], USERS);
+    let stages = dockerfile_stages(&read("deploy/Dockerfile"));
+    let stage = stages
+        .iter()
+        .find(|s| s.name == USERS)
+        .expect("deploy/Dockerfile: no user-service stage");
+    assert_eq!(stage.base, "runtime");
+    assert!(stage.healthcheck, "{USERS}: no HEALTHCHECK");
+    assert_eq!(stage.user.as_deref(), Some("app:app"));
+    assert!(stage.entrypoint.as_deref().unwrap().contains(USERS));
+    let dockerfile = read("deploy/Dockerfile");
+    assert!(dockerfile.contains("COPY user-service-example user-service-example"));
+    assert!(dockerfile.contains("--bin user-service"));
+    assert!(dockerfile.contains(&format!(
+        "http://127.0.0.1:{}/healthz",
+        port_of(&stage.env["USERS__SERVER__ADDR"])
+    )));
+    assert!(dockerfile.contains(&format!("-o app -g app -m 0700 {data_dir}")));
+}
+
 /// An IPv4 network `a.b.c.d/len`: its address and mask.
 fn ipv4_net(cidr: &str) -> (u32, u32) {
     let (net, len) = cidr.split_once('/').expect("CIDR");
@@ -645,14 +992,19 @@ fn known_settings(bin: &Path, env: &Env, cwd: &Path) -> BTreeSet<String> {
 
 /// The variables of `env` the binary does not read, each with the reason.
 fn unread_variables(service: &str, env: &Env, known: &BTreeSet<String>) -> Vec<String> {
-    let (prefix, other) = if service == AUTH || service == SETUP {
-        ("AUTH__", "RS__")
-    } else {
-        ("RS__", "AUTH__")
+    let prefix = match service {
+        AUTH | SETUP | SETUP_USERS => "AUTH__",
+        RS => "RS__",
+        USERS => "USERS__",
+        other => panic!("no binary for {other}"),
     };
+    let others: Vec<&str> = ["AUTH__", "RS__", "USERS__"]
+        .into_iter()
+        .filter(|p| *p != prefix)
+        .collect();
     let mut unread = Vec::new();
     for name in env.keys() {
-        let setting = if name == "DATABASE_URL" && service != RS {
+        let setting = if name == "DATABASE_URL" && prefix == "AUTH__" {
             Some("database.url".to_string())
         } else {
             name.strip_prefix(prefix)
@@ -663,7 +1015,7 @@ fn unread_variables(service: &str, env: &Env, known: &BTreeSet<String>) -> Vec<S
             Some(s) => unread.push(format!("{name}: {service} has no setting {s}")),
             // env_logger reads it.
             None if name == "RUST_LOG" => {}
-            None if name.starts_with(other) => {
+            None if others.iter().any(|o| name.starts_with(o)) => {
                 unread.push(format!("{name}: belongs to the other service"))
             }
             None => unread.push(format!("{name}: {service} does not read it")),
@@ -691,14 +1043,23 @@ fn map_environment(
         let mapped = if value.starts_with("postgres://") || value.starts_with("postgresql://") {
             check_database_url(compose, &value);
             db_url.to_string()
-        } else if let Some(rest) = value
-            .strip_prefix("http://")
-            .filter(|rest| !rest.starts_with("localhost:"))
+        } else if let Some((scheme, rest)) = ["http", "nats"]
+            .into_iter()
+            .find_map(|scheme| {
+                value
+                    .strip_prefix(scheme)
+                    .and_then(|r| r.strip_prefix("://"))
+                    .map(|rest| (scheme, rest))
+            })
+            .filter(|(_, rest)| !rest.starts_with("localhost:"))
         {
-            // http://HOST:PORT/path where HOST is a compose service and PORT one of its
+            // SCHEME://HOST:PORT[/path] where HOST is a compose service and PORT one of its
             // listeners. (http://localhost:… is the operator's view from the Docker host,
             // kept as it is.)
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let (authority, path) = match rest.split_once('/') {
+                Some((authority, path)) => (authority, format!("/{path}")),
+                None => (rest, String::new()),
+            };
             let (host, port) = authority
                 .split_once(':')
                 .expect("URL with an explicit port");
@@ -707,7 +1068,7 @@ fn map_environment(
             let local = ports.get(&(host.to_string(), port)).unwrap_or_else(|| {
                 panic!("{service}: {key}={value} names {host}:{port}, where {host} does not listen")
             });
-            format!("http://127.0.0.1:{local}/{path}")
+            format!("{scheme}://127.0.0.1:{local}{path}")
         } else if let Some((_, port)) = value.rsplit_once(':').filter(|(h, p)| {
             !h.contains('/') && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
         }) {
@@ -763,59 +1124,165 @@ fn check_database_url(compose: &Compose, url: &str) {
 }
 
 fn mapped_stack_env(root: &Path, db_url: &str) -> (Compose, Mapped, Mapped) {
-    let compose = Compose::load();
-    let mut ports = BTreeMap::new();
-    // The balancer has no environment to map: free ports for its listeners.
-    for port in compose.published(LB).union(&compose.exposed(LB)) {
-        ports.insert((LB.to_string(), *port), free_port());
+    let stack = MappedStack::new(Compose::load(), root, db_url, None);
+    (stack.compose, stack.auth, stack.rs)
+}
+
+/// The environments of every service that runs one of the binaries, made runnable here.
+struct MappedStack {
+    compose: Compose,
+    auth: Mapped,
+    rs: Mapped,
+    users: Mapped,
+    setup: Mapped,
+    setup_users: Mapped,
+    /// Every local port, keyed by (service, container port).
+    ports: BTreeMap<(String, u16), u16>,
+}
+
+impl MappedStack {
+    /// `nats_port`: where the `nats` service's client port is here (a test's own server);
+    /// without one, a free port nothing listens on.
+    fn new(compose: Compose, root: &Path, db_url: &str, nats_port: Option<u16>) -> MappedStack {
+        let mut ports = BTreeMap::new();
+        // The balancer has no environment to map: free ports for its listeners.
+        for port in compose.published(LB).union(&compose.exposed(LB)) {
+            ports.insert((LB.to_string(), *port), free_port());
+        }
+        for port in compose.exposed(NATS) {
+            ports.insert(
+                (NATS.to_string(), port),
+                nats_port.unwrap_or_else(free_port),
+            );
+        }
+        // The user service first: the auth service's remote_url names its listener.
+        let users = map_environment(&compose, USERS, root, db_url, &mut ports);
+        let auth = map_environment(&compose, AUTH, root, db_url, &mut ports);
+        let rs = map_environment(&compose, RS, root, db_url, &mut ports);
+        let setup = map_environment(&compose, SETUP, root, db_url, &mut ports);
+        let setup_users = map_environment(&compose, SETUP_USERS, root, db_url, &mut ports);
+        MappedStack {
+            compose,
+            auth,
+            rs,
+            users,
+            setup,
+            setup_users,
+            ports,
+        }
     }
-    let auth = map_environment(&compose, AUTH, root, db_url, &mut ports);
-    let rs = map_environment(&compose, RS, root, db_url, &mut ports);
-    (compose, auth, rs)
+
+    fn local(&self, service: &str, port: u16) -> u16 {
+        *self
+            .ports
+            .get(&(service.to_string(), port))
+            .unwrap_or_else(|| panic!("{service}:{port} has no local port"))
+    }
 }
 
 #[test]
 fn every_compose_variable_is_read_by_its_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, auth, rs) = mapped_stack_env(dir.path(), "postgres://u:p@127.0.0.1:1/x");
-    let auth_known = known_settings(auth_service_bin(), &auth.env, dir.path());
-    let rs_known = known_settings(Path::new(RESOURCE_SERVICE_BIN), &rs.env, dir.path());
-    assert!(auth_known.contains("tokens.access_ttl") && rs_known.contains("auth.verify_url"));
-    let mut unread = unread_variables(AUTH, &auth.env, &auth_known);
-    unread.extend(unread_variables(RS, &rs.env, &rs_known));
-    // auth-setup runs the same binary; the variable its command names holds the secret.
-    let compose = Compose::load();
-    let mut setup_env = compose.container_env(SETUP);
-    let args = compose.command(SETUP);
-    let secret_var = &args[args.iter().position(|a| a == "--secret-env").unwrap() + 1];
-    assert!(
-        setup_env.remove(secret_var).is_some(),
-        "{SETUP} does not set {secret_var}"
-    );
-    unread.extend(unread_variables(SETUP, &setup_env, &auth_known));
-    assert!(
-        unread.is_empty(),
-        "compose sets variables the binaries do not read:\n{}",
-        unread.join("\n")
-    );
-
-    // The check itself catches what it is for.
-    for (service, name, known) in [
-        (AUTH, "AUTH__TOKENS__ACCES_TTL", &auth_known),
-        (AUTH, "AUTH__TOKEN__ACCESS_TTL", &auth_known),
-        (AUTH, "RS__AUTH__TIMEOUT", &auth_known),
-        (AUTH, "POSTGRES_PASSWORD", &auth_known),
-        (RS, "RS__AUTH__VERIFYURL", &rs_known),
-        (RS, "AUTH__SERVER__INTERNAL_ADDR", &rs_known),
-        (RS, "DATABASE_URL", &rs_known),
-    ] {
-        let env = env(&[(name, "x")]);
-        assert_eq!(
-            unread_variables(service, &env, known).len(),
-            1,
-            "{service}: {name}"
+    // As deploy/.env.example has it (profiles off), and with both profiles turned on.
+    for compose in [Compose::load(), Compose::with_profiles()] {
+        let stack = MappedStack::new(compose, dir.path(), "postgres://u:p@127.0.0.1:1/x", None);
+        let compose = &stack.compose;
+        let (auth, rs, users) = (&stack.auth.env, &stack.rs.env, &stack.users.env);
+        let auth_known = known_settings(auth_service_bin(), auth, dir.path());
+        let rs_known = known_settings(Path::new(RESOURCE_SERVICE_BIN), rs, dir.path());
+        let users_known = known_settings(user_service_bin(), users, dir.path());
+        assert!(auth_known.contains("tokens.access_ttl") && auth_known.contains("users.source"));
+        assert!(rs_known.contains("auth.verify_url") && rs_known.contains("events.url"));
+        assert!(users_known.contains("admin.token"));
+        let mut unread = unread_variables(AUTH, auth, &auth_known);
+        unread.extend(unread_variables(RS, rs, &rs_known));
+        unread.extend(unread_variables(USERS, users, &users_known));
+        // The one-shots run the auth-service binary; the variable a command names holds the
+        // secret it registers.
+        for (service, mapped) in [(SETUP, &stack.setup), (SETUP_USERS, &stack.setup_users)] {
+            let mut setup_env = mapped.env.clone();
+            let secret_var = arg_of(&compose.command(service), "--secret-env");
+            assert!(
+                setup_env.remove(&secret_var).is_some(),
+                "{service} does not set {secret_var}"
+            );
+            unread.extend(unread_variables(service, &setup_env, &auth_known));
+        }
+        assert!(
+            unread.is_empty(),
+            "compose sets variables the binaries do not read:\n{}",
+            unread.join("\n")
         );
+
+        // The check itself catches what it is for.
+        for (service, name, known) in [
+            (AUTH, "AUTH__TOKENS__ACCES_TTL", &auth_known),
+            (AUTH, "AUTH__TOKEN__ACCESS_TTL", &auth_known),
+            (AUTH, "AUTH__USERS__REMOTE_SECRETS", &auth_known),
+            (AUTH, "RS__AUTH__TIMEOUT", &auth_known),
+            (AUTH, "USERS__ADMIN__TOKEN", &auth_known),
+            (AUTH, "POSTGRES_PASSWORD", &auth_known),
+            (RS, "RS__AUTH__VERIFYURL", &rs_known),
+            (RS, "RS__EVENT__URL", &rs_known),
+            (RS, "AUTH__SERVER__INTERNAL_ADDR", &rs_known),
+            (RS, "DATABASE_URL", &rs_known),
+            (USERS, "USERS__ADMIN__TOKENS", &users_known),
+            (USERS, "USERS__AUTH__CLIENTID", &users_known),
+            (USERS, "AUTH__USERS__REMOTE_URL", &users_known),
+            (USERS, "DATABASE_URL", &users_known),
+        ] {
+            let env = env(&[(name, "x")]);
+            assert_eq!(
+                unread_variables(service, &env, known).len(),
+                1,
+                "{service}: {name}"
+            );
+        }
     }
+}
+
+/// `auth-lb`: deploy/nginx/lb.conf in a real nginx, in front of the one auth-service process,
+/// on the local ports of the balancer's listeners.
+async fn start_balancer(
+    compose: &Compose,
+    ports: &BTreeMap<(String, u16), u16>,
+    dir: &Path,
+) -> Nginx {
+    let local = |service: &str, port: u16| ports[&(service.to_string(), port)];
+    let auth = compose.container_env(AUTH);
+    let public = port_of(&auth["AUTH__SERVER__PUBLIC_ADDR"]);
+    let internal = port_of(&auth["AUTH__SERVER__INTERNAL_ADDR"]);
+    let lb_ports: Vec<(u16, u16)> = compose
+        .published(LB)
+        .union(&compose.exposed(LB))
+        .map(|p| (*p, local(LB, *p)))
+        .collect();
+    let conf = render_lb(
+        &[
+            (&format!("{AUTH}:{public}"), &[local(AUTH, public)]),
+            (&format!("{AUTH}:{internal}"), &[local(AUTH, internal)]),
+        ],
+        &lb_ports,
+    );
+    let listen: Vec<u16> = lb_ports.iter().map(|(_, local)| *local).collect();
+    Nginx::start(dir, &conf, &listen).await
+}
+
+/// Runs a one-shot service's command (the auth-service binary) with its mapped environment.
+fn run_one_shot(compose: &Compose, service: &str, env: &Env, cwd: &Path) -> std::process::Output {
+    let out = Command::new(auth_service_bin())
+        .env_clear()
+        .envs(env)
+        .args(compose.command(service))
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{service}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 #[actix_web::test]
@@ -876,27 +1343,8 @@ async fn compose_environment_runs_a_request_through() {
     );
     // The balancer: deploy/nginx/lb.conf in a real nginx, in front of this one replica, on the
     // ports compose gives it; clients and the resource service go through it.
-    let lb_ports: Vec<(u16, u16)> = compose
-        .published(LB)
-        .union(&compose.exposed(LB))
-        .map(|p| (*p, local(LB, *p)))
-        .collect();
-    let conf = render_lb(
-        &[
-            (
-                &format!("{AUTH}:{auth_public}"),
-                &[local(AUTH, auth_public)],
-            ),
-            (
-                &format!("{AUTH}:{auth_internal}"),
-                &[local(AUTH, auth_internal)],
-            ),
-        ],
-        &lb_ports,
-    );
     let nginx_dir = tempfile::tempdir().unwrap();
-    let listen: Vec<u16> = lb_ports.iter().map(|(_, local)| *local).collect();
-    let _lb = Nginx::start(nginx_dir.path(), &conf, &listen).await;
+    let _lb = start_balancer(&compose, &rs.ports, nginx_dir.path()).await;
     let public_port = *compose.published(LB).first().expect("auth-lb publishes");
     let public = format!("http://127.0.0.1:{}", local(LB, public_port));
     let resource = Service::start(
@@ -982,6 +1430,210 @@ async fn compose_environment_runs_a_request_through() {
     resource.assert_never_logged(&[&at, &rs_secret]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&rs_secret));
     assert!(!String::from_utf8_lossy(&out.stderr).contains(&rs_secret));
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, failing with `what` after `within`.
+async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what}: not within {within:?}; last: {last}")
+            }
+            Err(_) => sleep_secs(0.05).await,
+        }
+    }
+}
+
+/// Both profiles on, as deploy/.env.example says to turn them on: the user service (its
+/// compose environment), the auth service in remote mode publishing its events, the resource
+/// service reading them, and the one-shots. A NATS server of the test's own (JetStream, a
+/// store of its own) stands in for the `nats` service, so the stream and subjects are the
+/// compose defaults without sharing them with any other test. Registering and logging in
+/// through the balancer go to the user service; disabling the user at the user service's
+/// admin API ends the session at the auth service (the report), and its event reaches the
+/// resource service, which refuses the token although its cached answer would still be good.
+#[actix_web::test]
+async fn compose_profiles_end_a_disabled_users_token_at_the_resource_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(Backend::Postgres, dir.path());
+    let nats = NatsServer::start();
+    let root = dir.path().join("rootfs");
+    let stack = MappedStack::new(Compose::with_profiles(), &root, &db.url, Some(nats.port));
+    let compose = &stack.compose;
+    for service in [AUTH, USERS] {
+        for (_, target) in compose.mounts(service) {
+            std::fs::create_dir_all(root.join(target.trim_start_matches('/'))).unwrap();
+        }
+    }
+    let listener = |service: &str, key: &str, env_of: &str| {
+        let port = port_of(&compose.container_env(env_of)[key]);
+        format!("http://127.0.0.1:{}", stack.local(service, port))
+    };
+    let replica = listener(AUTH, "AUTH__SERVER__PUBLIC_ADDR", AUTH);
+    let internal = listener(AUTH, "AUTH__SERVER__INTERNAL_ADDR", AUTH);
+    let users_url = listener(USERS, "USERS__SERVER__ADDR", USERS);
+    let rs_url = listener(RS, "RS__SERVER__ADDR", RS);
+    let public = listener(LB, "AUTH__SERVER__PUBLIC_ADDR", AUTH);
+    assert_eq!(stack.auth.env["AUTH__USERS__SOURCE"], "remote");
+    assert_eq!(stack.auth.env["AUTH__EVENTS__URL"], nats.url());
+    assert_eq!(stack.rs.env["RS__EVENTS__URL"], nats.url());
+    assert_eq!(stack.auth.env["AUTH__USERS__REMOTE_URL"], users_url);
+
+    // Start-up in compose's order: the replica, then the one-shots, the balancer, the user
+    // service and the resource service.
+    let auth = Service::start(
+        AUTH,
+        auth_service_bin(),
+        stack.auth.env.clone(),
+        dir.path(),
+        vec![format!("{replica}/readyz"), format!("{internal}/healthz")],
+    )
+    .await;
+    let setup = run_one_shot(compose, SETUP, &stack.setup.env, dir.path());
+    let setup_users = run_one_shot(compose, SETUP_USERS, &stack.setup_users.env, dir.path());
+    assert!(
+        String::from_utf8_lossy(&setup_users.stdout)
+            .contains("created client user-service (may: user events)"),
+        "{}",
+        String::from_utf8_lossy(&setup_users.stdout)
+    );
+    let nginx_dir = tempfile::tempdir().unwrap();
+    let _lb = start_balancer(compose, &stack.ports, nginx_dir.path()).await;
+    let users = Service::start(
+        USERS,
+        user_service_bin(),
+        stack.users.env.clone(),
+        dir.path(),
+        vec![format!("{users_url}/healthz")],
+    )
+    .await;
+    let resource = Service::start(
+        RS,
+        Path::new(RESOURCE_SERVICE_BIN),
+        stack.rs.env.clone(),
+        dir.path(),
+        vec![format!("{rs_url}/healthz")],
+    )
+    .await;
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let events_status = || async {
+        let r = send(client.get(format!("{rs_url}/events/status"))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    };
+    wait_for(
+        "the resource service subscribed",
+        Duration::from_secs(20),
+        || async {
+            let status = events_status().await;
+            if status["subscribed"] == true {
+                Ok(())
+            } else {
+                Err(status.to_string())
+            }
+        },
+    )
+    .await;
+
+    // Registered through the balancer: the user lives in the user service.
+    let creds = json!({"username": "alice", "password": PASSWORD});
+    let r = send(client.post(format!("{public}/register")).json(&creds)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.str("id");
+    let admin_token = compose.container_env(USERS)["USERS__ADMIN__TOKEN"].clone();
+    let admin = |method: reqwest::Method, path: String| {
+        client
+            .request(method, format!("{users_url}{path}"))
+            .bearer_auth(&admin_token)
+    };
+    let r = send(admin(reqwest::Method::GET, format!("/admin/users/{id}"))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["username"], "alice");
+    assert_eq!(r.body["disabled"], false);
+
+    let r = send(client.post(format!("{public}/login")).json(&creds)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let at = r.str("access_token");
+    assert_eq!(sub_of(&at), id);
+    // Once the resource service trusts the events (it keeps answers only while they flow),
+    // the answer is kept, for RS__AUTH__CACHE_TTL's default with events, 30 s: from then on
+    // only the event can end it within the deadline below.
+    let status = wait_for("an answer kept", Duration::from_secs(20), || async {
+        let r = send(client.get(format!("{rs_url}/posts")).bearer_auth(&at)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let status = events_status().await;
+        if status["cache_entries"] == 1 {
+            Ok(status)
+        } else {
+            Err(status.to_string())
+        }
+    })
+    .await;
+    let applied_before = status["applied"].as_u64().unwrap();
+
+    // Disabled at the user service: reported to the auth service through the balancer,
+    // which ends alice's sessions; the event reaches the resource service.
+    let r = send(admin(
+        reqwest::Method::POST,
+        format!("/admin/users/{id}/disable"),
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["disabled"], true);
+    wait_for(
+        "the resource service refused the token",
+        Duration::from_secs(15),
+        || async {
+            let r = send(client.get(format!("{rs_url}/posts")).bearer_auth(&at)).await;
+            match r.status.as_u16() {
+                401 => Ok(r),
+                200 => Err(r.body.to_string()),
+                other => panic!("{other}: {}", r.body),
+            }
+        },
+    )
+    .await
+    .assert_unauthorized("token_revoked");
+    let status = events_status().await;
+    assert!(
+        status["applied"].as_u64().unwrap() > applied_before
+            && status["dropped_entries"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    // The auth service asks the user service at login: a disabled user cannot log in.
+    let r = send(client.post(format!("{public}/login")).json(&creds)).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    let secrets: Vec<String> = [
+        (AUTH, "AUTH__USERS__REMOTE_SECRET"),
+        (USERS, "USERS__AUTH__CLIENT_SECRET"),
+        (USERS, "USERS__ADMIN__TOKEN"),
+        (RS, "RS__AUTH__CLIENT_SECRET"),
+    ]
+    .iter()
+    .map(|(service, key)| compose.container_env(service)[*key].clone())
+    .chain([at.clone(), PASSWORD.to_string()])
+    .collect();
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    for service in [&auth, &users, &resource] {
+        service.assert_never_logged(&secrets);
+    }
+    for out in [&setup, &setup_users] {
+        for stream in [&out.stdout, &out.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            assert!(secrets.iter().all(|s| !text.contains(s)));
+        }
+    }
 }
 
 #[test]
