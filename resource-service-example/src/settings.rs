@@ -162,6 +162,9 @@ impl Settings {
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
                 .separator("__")
+                // `RS__EVENTS__URL=` (as compose writes an unset `${VAR:-}`) means "not set",
+                // as the auth service reads it.
+                .ignore_empty(true)
                 .source(Some(env)),
         );
         let settings: Settings = builder
@@ -527,6 +530,19 @@ mod tests {
         assert!(!format!("{events:?}").contains("hunter2secret"));
     }
 
+    /// Compose writes an unset `${VAR:-}` as an empty variable: that is "not set".
+    #[test]
+    fn an_empty_variable_is_unset() {
+        let s = load(&[
+            ("RS__EVENTS__URL", ""),
+            ("RS__EVENTS__STREAM", ""),
+            ("RS__AUTH__CACHE_TTL", ""),
+        ])
+        .unwrap();
+        assert!(s.events.url.is_none());
+        assert_eq!(s.events.stream, "AUTH_EVENTS");
+    }
+
     #[test]
     fn bad_values_name_the_key() {
         for (key, value, expect) in [
@@ -546,7 +562,6 @@ mod tests {
             ("RS__DEMO__AUTH_URL", "https://a b", "demo.auth_url"),
             ("RS__EVENTS__URL", "http://nats:4222", "events.url"),
             ("RS__EVENTS__URL", "nats:4222", "events.url"),
-            ("RS__EVENTS__URL", "", "events.url"),
             ("RS__EVENTS__URL", "nats://", "events.url"),
             ("RS__EVENTS__URL", "nats://a:4222,", "events.url"),
             ("RS__EVENTS__URL", "nats://a:4222/path?q=1", "events.url"),
@@ -557,11 +572,9 @@ mod tests {
         }
         let url = ("RS__EVENTS__URL", "nats://nats:4222");
         for (key, value, expect) in [
-            ("RS__EVENTS__STREAM", "", "events.stream"),
             ("RS__EVENTS__STREAM", "AUTH.EVENTS", "events.stream"),
             ("RS__EVENTS__STREAM", "AUTH EVENTS", "events.stream"),
             ("RS__EVENTS__STREAM", "AUTH>", "events.stream"),
-            ("RS__EVENTS__SUBJECT_PREFIX", "", "events.subject_prefix"),
             (
                 "RS__EVENTS__SUBJECT_PREFIX",
                 "auth..events",
