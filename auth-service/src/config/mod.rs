@@ -94,6 +94,14 @@ section! {
         /// Longest wait for the broker to acknowledge one event before the relay backs off
         /// and tries again.
         pub publish_timeout: Span = Span::secs(5),
+        /// How long the stream keeps an event (older ones are discarded first). Applied when
+        /// the relay creates the stream; an existing stream keeps the limits it has (the
+        /// operator's, changed with the `nats` CLI).
+        pub max_age: Span = Span::secs(7 * 86_400),
+        /// The most the stream stores, in bytes (the oldest events are discarded to stay
+        /// under it); unset: bounded by `max_age` only. Applied when the stream is created.
+        #[serde(deserialize_with = "values::whole_opt")]
+        pub max_bytes: Option<u64> = None,
     }
 }
 
@@ -567,6 +575,15 @@ impl Settings {
         }
         if e.publish_timeout < Span::millis(100) || e.publish_timeout > Span::secs(60) {
             return err("events.publish_timeout", "must be between 100ms and 60s");
+        }
+        // The broker refuses a stream whose age limit is shorter than its duplicate window.
+        if e.max_age < Span::secs(120) || e.max_age > Span::secs(3650 * 86_400) {
+            return err("events.max_age", "must be between 2m and 3650d");
+        }
+        if e.max_bytes
+            .is_some_and(|b| b < 1 << 20 || b > i64::MAX as u64)
+        {
+            return err("events.max_bytes", "must be at least 1048576 (1 MiB)");
         }
         Ok(())
     }

@@ -218,6 +218,8 @@ fn check_config_prints_every_key_as_configured() {
         "events.stream = \"AUTH_EVENTS\"",
         "events.subject_prefix = \"auth.events\"",
         "events.poll_interval = \"200ms\"",
+        "events.max_age = \"7d\"",
+        "events.max_bytes = <unset>",
     ] {
         assert!(
             summary.lines().any(|l| l == line),
@@ -226,7 +228,7 @@ fn check_config_prints_every_key_as_configured() {
     }
     // Every key of the defaults is printed, so the list of keys cannot drift from the types.
     let keys = summary.lines().filter(|l| !l.starts_with('#')).count();
-    assert_eq!(keys, 60, "{summary}");
+    assert_eq!(keys, 62, "{summary}");
 }
 
 #[test]
@@ -262,6 +264,8 @@ fn events_are_off_by_default_and_configurable() {
     assert_eq!(s.events.poll_interval, Span::millis(200));
     assert_eq!(s.events.batch_size, 100);
     assert_eq!(s.events.publish_timeout, Span::secs(5));
+    assert_eq!(s.events.max_age, Span::secs(7 * 86_400));
+    assert_eq!(s.events.max_bytes, None);
     let s = Settings::load(&env(&[
         (
             "AUTH__EVENTS__URL",
@@ -271,6 +275,8 @@ fn events_are_off_by_default_and_configurable() {
         ("AUTH__EVENTS__SUBJECT_PREFIX", "acme.auth-events"),
         ("AUTH__EVENTS__POLL_INTERVAL", "1s"),
         ("AUTH__EVENTS__BATCH_SIZE", "500"),
+        ("AUTH__EVENTS__MAX_AGE", "30d"),
+        ("AUTH__EVENTS__MAX_BYTES", "1073741824"),
     ]))
     .unwrap();
     assert_eq!(
@@ -281,6 +287,8 @@ fn events_are_off_by_default_and_configurable() {
     assert_eq!(s.events.subject_prefix, "acme.auth-events");
     assert_eq!(s.events.poll_interval, Span::secs(1));
     assert_eq!(s.events.batch_size, 500);
+    assert_eq!(s.events.max_age, Span::secs(30 * 86_400));
+    assert_eq!(s.events.max_bytes, Some(1 << 30));
     let (_dir, sources) = file("[events]\nurl = \"tls://broker:4222\"\nstream = \"S\"\n");
     let s = Settings::load(&sources).unwrap();
     assert_eq!(s.events.url.unwrap().expose(), "tls://broker:4222");
@@ -304,6 +312,11 @@ fn bad_event_settings_are_refused_by_name() {
         ("AUTH__EVENTS__BATCH_SIZE", "0"),
         ("AUTH__EVENTS__BATCH_SIZE", "100001"),
         ("AUTH__EVENTS__PUBLISH_TIMEOUT", "10ms"),
+        ("AUTH__EVENTS__MAX_AGE", "1m"),
+        ("AUTH__EVENTS__MAX_AGE", "7"),
+        ("AUTH__EVENTS__MAX_BYTES", "1000"),
+        ("AUTH__EVENTS__MAX_BYTES", "1GB"),
+        ("AUTH__EVENTS__MAX_BYTES", "-1"),
     ] {
         let e = error_of(&env(&[(key, value)]));
         let name = key

@@ -195,6 +195,10 @@ impl Bounded for usize {
     const MAX_U64: u64 = usize::MAX as u64;
 }
 
+impl Bounded for u64 {
+    const MAX_U64: u64 = u64::MAX;
+}
+
 // ---- addresses ---------------------------------------------------------------------------
 
 /// A listen address such as `127.0.0.1:8080` or `[::]:8081`.

@@ -159,16 +159,34 @@ impl<'a> AuditEvent<'a> {
     }
 
     /// The message published to the broker: the audit row without the client's address and
-    /// user agent, which stay in the audit table.
+    /// user agent, and without the detail fields of [`AuditKind::unpublished_detail`], which
+    /// all stay in the audit table.
     fn message(&self, event_id: EventId, at: i64) -> serde_json::Value {
+        let mut detail = self.detail.clone();
+        if let Some(fields) = detail.as_object_mut() {
+            for key in self.kind.unpublished_detail() {
+                fields.remove(*key);
+            }
+        }
         serde_json::json!({
             "id": event_id,
             "kind": self.kind.as_str(),
             "at": at,
             "user_id": self.user_id,
             "session_id": self.session_id,
-            "detail": self.detail,
+            "detail": detail,
         })
+    }
+}
+
+impl AuditKind {
+    /// Detail fields kept in the audit row but never published: a failed login's `username`
+    /// is whatever was typed, sometimes a password typed into the wrong field.
+    fn unpublished_detail(self) -> &'static [&'static str] {
+        match self {
+            AuditKind::LoginFailed => &["username"],
+            _ => &[],
+        }
     }
 }
 
@@ -200,5 +218,40 @@ impl From<AuditRecord> for AuditEntry {
             detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
             event_id: r.event_id,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_of(kind: AuditKind, detail: serde_json::Value) -> serde_json::Value {
+        let client = ClientInfo::default();
+        let event = AuditEvent::new(kind, &client).detail(detail);
+        event.message(EventId::random(), 1_764_400_000)
+    }
+
+    #[test]
+    fn a_failed_logins_typed_name_is_not_published() {
+        let m = message_of(
+            AuditKind::LoginFailed,
+            serde_json::json!({"username": "hunter2-typed-as-a-name"}),
+        );
+        assert_eq!(m["detail"], serde_json::json!({}));
+        assert!(!m.to_string().contains("hunter2"), "{m}");
+        let m = message_of(
+            AuditKind::LoginFailed,
+            serde_json::json!({"via": "user_service"}),
+        );
+        assert_eq!(m["detail"], serde_json::json!({"via": "user_service"}));
+        // Other kinds publish their detail as recorded.
+        let m = message_of(
+            AuditKind::SessionRevoked,
+            serde_json::json!({"by": "admin", "username": "bob"}),
+        );
+        assert_eq!(
+            m["detail"],
+            serde_json::json!({"by": "admin", "username": "bob"})
+        );
     }
 }

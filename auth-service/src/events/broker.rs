@@ -20,6 +20,8 @@ pub enum BrokerError {
     Stream { stream: String, message: String },
     #[error("publishing event {event_id}: {message}")]
     Publish { event_id: String, message: String },
+    #[error("sending the heartbeat: {0}")]
+    Heartbeat(String),
 }
 
 impl BrokerError {
@@ -29,6 +31,7 @@ impl BrokerError {
             BrokerError::Connect(_) | BrokerError::Disconnected => "connect",
             BrokerError::Stream { .. } => "stream",
             BrokerError::Publish { .. } => "publish",
+            BrokerError::Heartbeat(_) => "heartbeat",
         }
     }
 }
@@ -83,20 +86,17 @@ impl Broker {
     }
 
     /// Creates the stream if it does not exist: file storage, the subjects below the prefix,
-    /// a duplicate window of [`DUPLICATE_WINDOW`]. An existing stream is used as it is.
+    /// a duplicate window of [`DUPLICATE_WINDOW`], and the limits `events.max_age` and
+    /// `events.max_bytes` (the oldest events discarded first). An existing stream is used with
+    /// the limits it has (the operator's), as long as it takes the relay's subjects: one that
+    /// does not would refuse every event, so it is an error, checked again on the next pass.
     pub async fn ensure_stream(&mut self, settings: &EventsSettings) -> Result<(), BrokerError> {
         if self.stream_ready {
             return Ok(());
         }
         self.check_connected()?;
         let subjects = format!("{}.>", settings.subject_prefix);
-        let config = stream::Config {
-            name: settings.stream.clone(),
-            subjects: vec![subjects.clone()],
-            storage: stream::StorageType::File,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        };
+        let config = stream_config(settings);
         let stream =
             self.js
                 .get_or_create_stream(config)
@@ -106,16 +106,41 @@ impl Broker {
                     message: e.to_string(),
                 })?;
         let existing = &stream.cached_info().config;
-        if !existing.subjects.iter().any(|s| s == &subjects || s == ">") {
+        if !existing
+            .subjects
+            .iter()
+            .any(|s| subject_covers(s, &subjects))
+        {
+            return Err(BrokerError::Stream {
+                stream: settings.stream.clone(),
+                message: format!(
+                    "it exists with subjects {:?}, which do not take {subjects}; events wait in \
+                     the outbox until it does",
+                    existing.subjects
+                ),
+            });
+        }
+        if existing.max_age.is_zero() && existing.max_bytes < 0 && existing.max_messages < 0 {
             log::warn!(
-                "events: stream {} exists with subjects {:?}, not {subjects}; events to \
-                 subjects it does not take are refused",
-                settings.stream,
-                existing.subjects
+                "events: stream {} exists without any limit and grows for ever; set one with \
+                 the nats CLI (events.max_age applies only to a stream this service creates)",
+                settings.stream
             );
         }
         self.stream_ready = true;
         Ok(())
+    }
+
+    /// Sends a heartbeat with core NATS (not into the stream): `payload` on `subject`, and
+    /// waits until the server has it.
+    pub async fn heartbeat(&self, subject: String, payload: String) -> Result<(), BrokerError> {
+        self.check_connected()?;
+        let failed = |message: String| BrokerError::Heartbeat(message);
+        self.client
+            .publish(subject, payload.into())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        self.client.flush().await.map_err(|e| failed(e.to_string()))
     }
 
     /// Publishes one event with `Nats-Msg-Id: event_id` and waits for the acknowledgement.
@@ -167,6 +192,38 @@ impl Broker {
     }
 }
 
+/// The stream as the relay creates it.
+fn stream_config(settings: &EventsSettings) -> stream::Config {
+    stream::Config {
+        name: settings.stream.clone(),
+        subjects: vec![format!("{}.>", settings.subject_prefix)],
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        max_age: settings.max_age.get(),
+        max_bytes: settings
+            .max_bytes
+            .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    }
+}
+
+/// Whether the stream subject filter `filter` takes every subject that `subjects` (literal
+/// tokens, possibly ending in `>`) names.
+fn subject_covers(filter: &str, subjects: &str) -> bool {
+    let mut filter = filter.split('.');
+    let mut subjects = subjects.split('.');
+    loop {
+        match (filter.next(), subjects.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some(_), Some(">")) => return false,
+            (Some(f), Some(s)) if f == "*" || f == s => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 enum Credentials {
     None,
     UserPassword(String, String),
@@ -204,6 +261,35 @@ fn split_credentials(urls: &str) -> (Vec<String>, Credentials) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_must_take_the_relays_subjects() {
+        for filter in ["auth.events.>", "auth.>", ">", "*.events.>", "auth.*.>"] {
+            assert!(subject_covers(filter, "auth.events.>"), "{filter}");
+        }
+        for filter in [
+            "auth.events",
+            "auth.events.*",
+            "auth.events.logged_out",
+            "other.>",
+            "auth.events-x.>",
+            "auth",
+        ] {
+            assert!(!subject_covers(filter, "auth.events.>"), "{filter}");
+        }
+    }
+
+    #[test]
+    fn a_created_stream_is_bounded() {
+        let mut settings = EventsSettings::default();
+        let config = stream_config(&settings);
+        assert_eq!(config.max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.max_bytes, -1);
+        assert_eq!(config.discard, stream::DiscardPolicy::Old);
+        assert_eq!(config.subjects, ["auth.events.>"]);
+        settings.max_bytes = Some(1 << 30);
+        assert_eq!(stream_config(&settings).max_bytes, 1 << 30);
+    }
 
     #[test]
     fn credentials_leave_the_urls() {

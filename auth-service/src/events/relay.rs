@@ -1,6 +1,13 @@
 //! The relay: a background task that, while its replica holds the relay lease, reads the
 //! outbox in `seq` order, publishes each event and waits for the broker's acknowledgement
 //! before the next, then deletes exactly the acknowledged rows.
+//!
+//! While events flow (it holds the lease, its last pass worked, and the outbox is drained or
+//! its oldest row younger than [`STALE_AFTER_SECS`]), it also sends a heartbeat every
+//! [`HEARTBEAT_EVERY`] with core NATS, outside the stream, on `<subject_prefix>-heartbeat`:
+//! `{"at":<unix s>,"stream":"<events.stream>"}`. Consumers that drop cached answers on events
+//! stop trusting their cache when heartbeats stop: the relay stopped, crashed, cannot publish,
+//! or publishes where they do not listen.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +27,17 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const LEASE_RETRY: Duration = Duration::from_secs(1);
 /// How often the outbox is counted for the depth gauge while events flow.
 const COUNT_EVERY: Duration = Duration::from_secs(1);
+/// How often the relay says, outside the stream, that events flow.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// An outbox whose oldest row waits longer than this (in whole seconds) is behind: no
+/// heartbeat until it has caught up.
+pub const STALE_AFTER_SECS: i64 = 5;
+
+/// The subject of the relay's heartbeats: beside the stream's `<prefix>.>`, not below it,
+/// so the stream never stores them.
+pub fn heartbeat_subject(subject_prefix: &str) -> String {
+    format!("{subject_prefix}-heartbeat")
+}
 
 /// The running relay; stopping it releases the lease so another replica can take over at
 /// once.
@@ -79,9 +97,11 @@ impl RelayError {
 }
 
 /// How a pass ended, and so how long to wait before the next.
+#[derive(Debug)]
 enum Pass {
-    /// The batch was full: more may wait.
-    More,
+    /// The batch was full: more may wait. `oldest_at`: when the first row of the batch was
+    /// written (Unix seconds).
+    More { oldest_at: i64 },
     /// The outbox is empty (as far as this pass saw).
     Idle,
     /// Another replica relays.
@@ -101,6 +121,7 @@ struct Relay {
     lease_until: Option<Instant>,
     broker: Option<Broker>,
     last_count: Option<Instant>,
+    last_heartbeat: Option<Instant>,
 }
 
 impl Relay {
@@ -120,6 +141,7 @@ impl Relay {
             lease_until: None,
             broker: None,
             last_count: None,
+            last_heartbeat: None,
         }
     }
 
@@ -143,9 +165,13 @@ impl Relay {
                         failing = false;
                     }
                     backoff = FIRST_BACKOFF;
+                    if vouches(&pass, unix_now()) {
+                        self.heartbeat().await;
+                    }
                     match pass {
-                        Pass::More => Duration::ZERO,
-                        Pass::Idle => self.settings.poll_interval.get(),
+                        Pass::More { .. } => Duration::ZERO,
+                        // At least one look per heartbeat: each vouches for a fresh one.
+                        Pass::Idle => self.settings.poll_interval.get().min(HEARTBEAT_EVERY),
                         Pass::NotHolder => LEASE_RETRY,
                     }
                 }
@@ -186,13 +212,41 @@ impl Relay {
             self.count_depth(None).await?;
             return Ok(Pass::NotHolder);
         }
+        // Connected, with the stream checked, on every pass, events or not: a heartbeat after
+        // the pass vouches for both.
+        let mut broker = match self.broker.take() {
+            Some(broker) => broker,
+            None => match Broker::connect(&self.url, self.settings.publish_timeout.get()).await {
+                Ok(broker) => broker,
+                Err(e) => {
+                    // The depth gauge shows what waits while the broker is away.
+                    self.count_depth(None).await?;
+                    return Err(e.into());
+                }
+            },
+        };
+        let outcome = self.pass_on(&mut broker).await;
+        self.broker = Some(broker);
+        outcome
+    }
+
+    async fn pass_on(&mut self, broker: &mut Broker) -> Result<Pass, RelayError> {
+        let ready = match broker.check_connected() {
+            Ok(()) => broker.ensure_stream(&self.settings).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
+            self.count_depth(None).await?;
+            return Err(e.into());
+        }
         let batch = self.settings.batch_size;
         let rows = self.db.run(move |c| outbox::oldest(c, batch)).await?;
-        if rows.is_empty() {
+        let Some(oldest_at) = rows.first().map(|row| row.created_at) else {
             self.metrics.events_outbox_depth.set(0);
             return Ok(Pass::Idle);
-        }
-        let (acked, failure) = self.publish(&rows).await;
+        };
+        let mut acked = Vec::with_capacity(rows.len());
+        let failure = self.publish_on(broker, &rows, &mut acked).await.err();
         if !acked.is_empty() {
             let seqs = acked.clone();
             self.db.write(move |c| outbox::delete(c, &seqs)).await?;
@@ -202,26 +256,9 @@ impl Relay {
             .await?;
         match failure {
             Some(e) => Err(e),
-            None if full => Ok(Pass::More),
+            None if full => Ok(Pass::More { oldest_at }),
             None => Ok(Pass::Idle),
         }
-    }
-
-    /// Publishes `rows` in order, each acknowledged before the next; stops at the first
-    /// failure, or when the lease might lapse during the next publish. Returns the
-    /// acknowledged `seq`s, and the failure.
-    async fn publish(&mut self, rows: &[OutboxRow]) -> (Vec<i64>, Option<RelayError>) {
-        let mut broker = match self.broker.take() {
-            Some(broker) => broker,
-            None => match Broker::connect(&self.url, self.settings.publish_timeout.get()).await {
-                Ok(broker) => broker,
-                Err(e) => return (Vec::new(), Some(e.into())),
-            },
-        };
-        let mut acked = Vec::with_capacity(rows.len());
-        let failure = self.publish_on(&mut broker, rows, &mut acked).await.err();
-        self.broker = Some(broker);
-        (acked, failure)
     }
 
     async fn publish_on(
@@ -230,7 +267,6 @@ impl Relay {
         rows: &[OutboxRow],
         acked: &mut Vec<i64>,
     ) -> Result<(), RelayError> {
-        broker.ensure_stream(&self.settings).await?;
         let margin = self.settings.publish_timeout.get();
         for row in rows {
             if self
@@ -255,6 +291,38 @@ impl Relay {
             acked.push(row.seq);
         }
         Ok(())
+    }
+
+    /// Sends a heartbeat when one is due. A failure is counted and logged quietly: the
+    /// missing heartbeat is what consumers notice.
+    async fn heartbeat(&mut self) {
+        if self
+            .last_heartbeat
+            .is_some_and(|at| at.elapsed() < HEARTBEAT_EVERY)
+        {
+            return;
+        }
+        let Some(broker) = &self.broker else {
+            return;
+        };
+        let subject = heartbeat_subject(&self.settings.subject_prefix);
+        let payload = serde_json::json!({"at": unix_now(), "stream": self.settings.stream});
+        let sent = tokio::time::timeout(
+            self.settings.publish_timeout.get(),
+            broker.heartbeat(subject, payload.to_string()),
+        )
+        .await
+        .unwrap_or_else(|_| Err(BrokerError::Heartbeat("timed out".into())));
+        match sent {
+            Ok(()) => self.last_heartbeat = Some(Instant::now()),
+            Err(e) => {
+                self.metrics
+                    .events_relay_errors
+                    .with_label_values(&[e.stage()])
+                    .inc();
+                log::debug!("events: {e}");
+            }
+        }
     }
 
     /// Takes or renews the lease when less than half of it is left. Returns whether this
@@ -328,9 +396,56 @@ impl Relay {
     }
 }
 
+/// Whether a pass that ended so shows events flowing: this relay holds the lease, the pass
+/// worked, and what it found waiting was not older than [`STALE_AFTER_SECS`] (a drained
+/// outbox, or a full batch whose first row is recent). `unix_now`: the time now.
+fn vouches(pass: &Pass, unix_now: i64) -> bool {
+    match pass {
+        Pass::Idle => true,
+        Pass::More { oldest_at } => unix_now.saturating_sub(*oldest_at) < STALE_AFTER_SECS,
+        Pass::NotHolder => false,
+    }
+}
+
 /// Lease times are wall-clock seconds: they are compared across processes and hosts.
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_only_while_events_flow() {
+        let now = 1_764_400_000;
+        assert!(vouches(&Pass::Idle, now));
+        assert!(!vouches(&Pass::NotHolder, now));
+        assert!(vouches(&Pass::More { oldest_at: now }, now));
+        assert!(vouches(&Pass::More { oldest_at: now - 4 }, now));
+        // A backlog: the outbox is behind, events arrive late.
+        assert!(!vouches(&Pass::More { oldest_at: now - 5 }, now));
+        assert!(!vouches(
+            &Pass::More {
+                oldest_at: now - 600
+            },
+            now
+        ));
+        // A row stamped ahead of this clock (another host's) is not a backlog.
+        assert!(vouches(
+            &Pass::More {
+                oldest_at: now + 30
+            },
+            now
+        ));
+    }
+
+    #[test]
+    fn the_heartbeat_subject_is_outside_the_stream() {
+        let subject = heartbeat_subject("auth.events");
+        assert_eq!(subject, "auth.events-heartbeat");
+        assert!(!subject.starts_with("auth.events."));
+    }
 }

@@ -18,4 +18,5 @@ mod stream;
 mod broker_outage;
 mod crash;
 mod duplicates;
+mod heartbeat;
 mod publish;
