@@ -14,6 +14,18 @@
 //! (a disconnect, or the stream not answering a check every [`PROBE_EVERY`]) until it has
 //! subscribed again, the cache is bypassed and every request asks the auth service. Each
 //! new subscription starts from an empty cache, as events may have been missed meanwhile.
+//!
+//! A broker that answers does not mean events are published: the auth service's relay may
+//! be stopped, crashed, unable to publish into the stream, or publishing under another
+//! prefix. While it publishes, it sends a heartbeat every 2 s with core NATS on
+//! `<subject_prefix>-heartbeat` (outside the stream), `{"at":…,"stream":"<stream>"}`; the
+//! cache is used only while one naming this stream arrived within `events.heartbeat_window`,
+//! and is emptied when they come back after a lapse.
+//!
+//! An event can arrive before every auth replica has applied its revocation (replicas learn
+//! of it through the database, within `revocation.poll_interval` at worst), and such a
+//! replica still answers "active". So after an event, no answer for its user (or session)
+//! is kept for `events.quiet_period` (see [`crate::verify::VerifyConfig::quiet_period`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -63,6 +75,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest event id considered (ids are UUIDs); a longer one makes the event unreadable.
 const MAX_ID_LEN: usize = 128;
 
+/// How long the cache stays in use after the relay's last heartbeat, unless configured.
+pub const DEFAULT_HEARTBEAT_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long after an event its user's (or session's) answers are not kept, unless
+/// configured: twice the auth service's default `revocation.poll_interval` (5 s).
+pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(10);
+
 /// A setting of the events section that cannot work; the message starts with the key.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -74,6 +93,7 @@ pub struct EventsConfig {
     servers: Vec<String>,
     stream: String,
     subject_prefix: String,
+    heartbeat_window: Duration,
 }
 
 impl fmt::Debug for EventsConfig {
@@ -82,6 +102,7 @@ impl fmt::Debug for EventsConfig {
             .field("url", &self.display_url())
             .field("stream", &self.stream)
             .field("subject_prefix", &self.subject_prefix)
+            .field("heartbeat_window", &self.heartbeat_window)
             .finish()
     }
 }
@@ -99,11 +120,24 @@ impl EventsConfig {
             servers,
             stream: stream.to_string(),
             subject_prefix: subject_prefix.to_string(),
+            heartbeat_window: DEFAULT_HEARTBEAT_WINDOW,
         })
+    }
+
+    /// How long the cache stays in use after the relay's last heartbeat.
+    pub fn with_heartbeat_window(mut self, window: Duration) -> EventsConfig {
+        self.heartbeat_window = window;
+        self
     }
 
     pub fn stream(&self) -> &str {
         &self.stream
+    }
+
+    /// The subject of the relay's heartbeats: `<subject_prefix>-heartbeat`, beside the
+    /// stream's subjects rather than below them, so the stream never stores them.
+    pub fn heartbeat_subject(&self) -> String {
+        format!("{}-heartbeat", self.subject_prefix)
     }
 
     /// The subjects subscribed to: `<subject_prefix>.<kind>` for each session-ending kind.
@@ -250,11 +284,20 @@ enum Outcome {
     Unreadable(&'static str),
 }
 
+/// The relay's heartbeat; `at` is informational, fields added later are ignored.
+#[derive(Deserialize)]
+struct Heartbeat {
+    stream: String,
+}
+
 /// Counters of the consumer, shared with the status endpoint.
 #[derive(Default)]
 struct Counters {
     subscribed: AtomicBool,
     subscriptions: AtomicU64,
+    heartbeats: AtomicU64,
+    /// Heartbeats naming another stream, or unreadable: not counted as heartbeats.
+    foreign_heartbeats: AtomicU64,
     applied: AtomicU64,
     duplicates: AtomicU64,
     unreadable: AtomicU64,
@@ -356,6 +399,17 @@ pub struct StatusReport {
     pub subscribed: bool,
     /// Times it has subscribed (1 + resubscriptions after losing the broker).
     pub subscriptions: u64,
+    /// A heartbeat of the auth service's relay arrived within the window.
+    pub heartbeat_fresh: bool,
+    /// Subscribed and the heartbeat fresh: answers are being reused.
+    pub cache_in_use: bool,
+    pub heartbeats: u64,
+    /// Heartbeats on the subject that name another stream (or cannot be read): ignored.
+    pub foreign_heartbeats: u64,
+    /// Users and sessions whose answers are not kept now, for a while after their event.
+    pub quiet_ids: usize,
+    /// No answer at all is kept now: for a while after (re)subscribing or an unreadable event.
+    pub quiet_all: bool,
     pub applied: u64,
     pub duplicates: u64,
     pub unreadable: u64,
@@ -372,6 +426,12 @@ impl ConsumerStatus {
             stream: self.stream.clone(),
             subscribed: c.subscribed.load(Ordering::Relaxed),
             subscriptions: c.subscriptions.load(Ordering::Relaxed),
+            heartbeat_fresh: self.cache.heartbeat_fresh(),
+            cache_in_use: self.cache.in_use(),
+            heartbeats: c.heartbeats.load(Ordering::Relaxed),
+            foreign_heartbeats: c.foreign_heartbeats.load(Ordering::Relaxed),
+            quiet_ids: self.cache.quiet_ids(),
+            quiet_all: self.cache.quiet_all(),
             applied: c.applied.load(Ordering::Relaxed),
             duplicates: c.duplicates.load(Ordering::Relaxed),
             unreadable: c.unreadable.load(Ordering::Relaxed),
@@ -404,6 +464,12 @@ async fn run(config: EventsConfig, mut applier: Applier) {
     let (disconnects_tx, mut disconnects) = watch::channel(0u64);
     let disconnects_tx = Arc::new(disconnects_tx);
     let client = connect(&config, disconnects_tx).await;
+    let _heartbeats = AbortOnDrop(tokio::spawn(watch_heartbeats(
+        client.clone(),
+        config.clone(),
+        applier.cache.clone(),
+        applier.counters.clone(),
+    )));
     let js = jetstream::new(client.clone());
     let mut failures = 0u32;
     loop {
@@ -562,6 +628,73 @@ async fn consume(
     }
 }
 
+/// Listens for the relay's heartbeats (core NATS; the client resubscribes by itself after a
+/// reconnect) and keeps the cache in use for the window after each that names this stream.
+async fn watch_heartbeats(
+    client: async_nats::Client,
+    config: EventsConfig,
+    cache: CacheInvalidator,
+    counters: Arc<Counters>,
+) {
+    let subject = config.heartbeat_subject();
+    let window = config.heartbeat_window;
+    let mut failures = 0u32;
+    loop {
+        let mut heartbeats = match client.subscribe(subject.clone()).await {
+            Ok(subscriber) => subscriber,
+            Err(e) => {
+                if failures == 0 {
+                    log::warn!(
+                        "cannot subscribe to {subject}: {e}; retrying, the /verify cache stays bypassed"
+                    );
+                }
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(backoff(failures)).await;
+                continue;
+            }
+        };
+        failures = 0;
+        let mut heard = false;
+        loop {
+            tokio::select! {
+                message = heartbeats.next() => {
+                    let Some(message) = message else { break };
+                    match serde_json::from_slice::<Heartbeat>(&message.payload) {
+                        Ok(beat) if beat.stream == config.stream => {
+                            cache.heartbeat(window);
+                            counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+                            if !heard {
+                                log::info!("heartbeats of the auth service's relay on {subject}: events are published");
+                                heard = true;
+                            }
+                        }
+                        Ok(beat) => {
+                            if counters.foreign_heartbeats.fetch_add(1, Ordering::Relaxed) == 0 {
+                                log::warn!(
+                                    "a heartbeat on {subject} names stream {:?}, not {}: ignored (check events.stream on both sides)",
+                                    beat.stream.chars().take(64).collect::<String>(),
+                                    config.stream
+                                );
+                            }
+                        }
+                        Err(_) => {
+                            counters.foreign_heartbeats.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(window), if heard => {
+                    heard = false;
+                    cache.forget_if_unused();
+                    log::warn!(
+                        "no heartbeat of the auth service's relay on {subject} for {}: events may not be published, the /verify cache is bypassed",
+                        humantime::format_duration(window)
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Checks the stream every [`PROBE_EVERY`]; reports the first failure and stops.
 async fn probe(js: jetstream::Context, stream: String, failed: oneshot::Sender<String>) {
     loop {
@@ -610,6 +743,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             cache_ttl: Duration::from_secs(60),
             invalidation: CacheInvalidation::Events,
+            quiet_period: DEFAULT_QUIET_PERIOD,
             client: None,
         })
         .unwrap();
@@ -641,6 +775,8 @@ mod tests {
             a.handle(subject, &event("e2", None, Some("s1"))),
             Outcome::Applied { dropped: 0 }
         );
+        // The user of the first, the session of the third: quiet for a while.
+        assert_eq!(a.cache.quiet_ids(), 2);
         let c = &a.counters;
         assert_eq!(c.applied.load(Ordering::Relaxed), 2);
         assert_eq!(c.duplicates.load(Ordering::Relaxed), 1);
@@ -674,6 +810,9 @@ mod tests {
     fn config_checks_and_subjects() {
         let c = EventsConfig::new("nats://127.0.0.1", "AUTH_EVENTS", "auth.events").unwrap();
         assert_eq!(c.servers, ["nats://127.0.0.1:4222"]);
+        assert_eq!(c.heartbeat_subject(), "auth.events-heartbeat");
+        assert!(!c.heartbeat_subject().starts_with("auth.events."));
+        assert_eq!(c.heartbeat_window, DEFAULT_HEARTBEAT_WINDOW);
         assert_eq!(c.subjects().len(), SESSION_ENDING_KINDS.len());
         assert!(c.subjects().iter().all(|s| s.starts_with("auth.events.")));
         let c = EventsConfig::new("nats://u:p@a:1, tls://b:2", "S", "p").unwrap();

@@ -22,6 +22,7 @@
 //!         timeout: Duration::from_secs(2),
 //!         cache_ttl: Duration::ZERO, // off: revocations take effect at once
 //!         invalidation: CacheInvalidation::TtlOnly,
+//!         quiet_period: Duration::ZERO, // used with CacheInvalidation::Events only
 //!         client: None,              // or Some(ClientCredentials { id, secret })
 //!     })
 //!     .map_err(std::io::Error::other)?;

@@ -51,8 +51,18 @@ pub struct EventsSettings {
     pub url: Option<String>,
     /// The JetStream stream the auth service publishes into.
     pub stream: String,
-    /// Subjects are `<subject_prefix>.<kind>`.
+    /// Subjects are `<subject_prefix>.<kind>`; the relay's heartbeats come on
+    /// `<subject_prefix>-heartbeat`.
     pub subject_prefix: String,
+    /// For this long after an event, no answer for its user (or session) is kept: another
+    /// auth replica may not have applied the revocation yet. At least the auth service's
+    /// `revocation.poll_interval`; `0s` only with a single auth replica.
+    #[serde(with = "humantime_serde")]
+    pub quiet_period: Duration,
+    /// The cache is used only while a heartbeat of the auth service's relay arrived within
+    /// this window (they come every 2 s while events are published).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_window: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +141,8 @@ fn defaults() -> Vec<(&'static str, config::Value)> {
         ("demo.auth_url", "http://127.0.0.1:8080".into()),
         ("events.stream", "AUTH_EVENTS".into()),
         ("events.subject_prefix", "auth.events".into()),
+        ("events.quiet_period", "10s".into()),
+        ("events.heartbeat_window", "10s".into()),
     ]
 }
 
@@ -199,6 +211,16 @@ impl Settings {
                 "auth.cache_ttl",
                 "must be at most 60s (a cached answer outlives a logout by that much; \
                  set events.url to drop it at the logout instead)",
+            );
+        }
+        if self.events.quiet_period > Duration::from_secs(300) {
+            return err("events.quiet_period", "must be at most 5m");
+        }
+        let w = self.events.heartbeat_window;
+        if w < Duration::from_secs(3) || w > Duration::from_secs(300) {
+            return err(
+                "events.heartbeat_window",
+                "must be between 3s and 5m (the auth service sends a heartbeat every 2s)",
             );
         }
         let events_err = |e: crate::events::ConfigError| SettingsError(format!("events.{e}"));
@@ -276,7 +298,10 @@ impl Settings {
         self.events
             .url
             .as_ref()
-            .map(|url| EventsConfig::new(url, &self.events.stream, &self.events.subject_prefix))
+            .map(|url| {
+                EventsConfig::new(url, &self.events.stream, &self.events.subject_prefix)
+                    .map(|c| c.with_heartbeat_window(self.events.heartbeat_window))
+            })
             .transpose()
     }
 
@@ -290,6 +315,7 @@ impl Settings {
             } else {
                 CacheInvalidation::TtlOnly
             },
+            quiet_period: self.events.quiet_period,
             client: self.client_credentials()?,
         })
     }
@@ -348,6 +374,8 @@ impl Settings {
                 "events.subject_prefix",
                 format!("{:?}", self.events.subject_prefix),
             ),
+            ("events.quiet_period", dur(self.events.quiet_period)),
+            ("events.heartbeat_window", dur(self.events.heartbeat_window)),
         ]
         .iter()
         .map(|(k, v)| format!("{k} = {v}\n"))
@@ -391,6 +419,8 @@ mod tests {
             "events.url = <unset> (off)",
             "events.stream = \"AUTH_EVENTS\"",
             "events.subject_prefix = \"auth.events\"",
+            "events.quiet_period = 10s",
+            "events.heartbeat_window = 10s",
         ] {
             assert!(summary.contains(line), "{line} missing in:\n{summary}");
         }
@@ -480,6 +510,19 @@ mod tests {
         let v = s.verify_config().unwrap();
         assert_eq!(v.invalidation, CacheInvalidation::Events);
         assert_eq!(v.cache_ttl, Duration::from_secs(30));
+        assert_eq!(v.quiet_period, Duration::from_secs(10));
+        let s2 = load(&[
+            url,
+            ("RS__EVENTS__QUIET_PERIOD", "6s"),
+            ("RS__EVENTS__HEARTBEAT_WINDOW", "20s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s2.verify_config().unwrap().quiet_period,
+            Duration::from_secs(6)
+        );
+        assert!(format!("{:?}", s2.events_config().unwrap().unwrap()).contains("20s"));
+        assert!(s2.summary().contains("events.heartbeat_window = 20s"));
         let events = s.events_config().unwrap().unwrap();
         assert_eq!(events.stream(), "AUTH_EVENTS");
         assert_eq!(
@@ -566,6 +609,18 @@ mod tests {
             ("RS__EVENTS__URL", "nats://a:4222,", "events.url"),
             ("RS__EVENTS__URL", "nats://a:4222/path?q=1", "events.url"),
             ("RS__EVENTS__URLL", "nats://a:4222", "urll"),
+            ("RS__EVENTS__QUIET_PERIOD", "6m", "events.quiet_period"),
+            ("RS__EVENTS__QUIET_PERIOD", "soon", "quiet_period"),
+            (
+                "RS__EVENTS__HEARTBEAT_WINDOW",
+                "2s",
+                "events.heartbeat_window",
+            ),
+            (
+                "RS__EVENTS__HEARTBEAT_WINDOW",
+                "6m",
+                "events.heartbeat_window",
+            ),
         ] {
             let e = load(&[(key, value)]).unwrap_err();
             assert!(e.to_string().contains(expect), "{key}={value}: {e}");

@@ -2,7 +2,7 @@
 //! timeout, and an answer that is either a verified [`Identity`], a [`Rejection`] (the auth
 //! service said no) or [`VerifyError::Unavailable`] (it could not say yes — fail closed).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +20,10 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Entries the positive-answer cache holds at most (a bound on memory, not a tuning knob).
 const CACHE_MAX_ENTRIES: usize = 10_000;
 
+/// User and session ids in their quiet period at most; past it, nothing is kept until the
+/// oldest forgotten one's period is over.
+const QUIET_MAX_IDS: usize = 10_000;
+
 /// How the verify client reaches the auth service.
 #[derive(Debug, Clone)]
 pub struct VerifyConfig {
@@ -36,6 +40,11 @@ pub struct VerifyConfig {
     pub cache_ttl: Duration,
     /// What else ends a kept answer besides its TTL.
     pub invalidation: CacheInvalidation,
+    /// With [`CacheInvalidation::Events`]: for this long after an event dropped a user's (or a
+    /// session's) answers, no answer for that user (or session) is kept. Another auth
+    /// replica may not have applied the revocation yet when the event arrives, and would
+    /// still answer "active"; keep it at least the auth service's `revocation.poll_interval`.
+    pub quiet_period: Duration,
     /// This service's client credentials, for an auth service with `verify.require_client`
     /// on (a client registered with `--introspect`); `None` sends none.
     pub client: Option<ClientCredentials>,
@@ -50,7 +59,8 @@ pub enum CacheInvalidation {
     /// Also by the auth service's session-ending events, fed in through
     /// [`VerifyClient::invalidator`]. Fail safe: the cache is bypassed until the consumer
     /// calls [`CacheInvalidator::resume`], and again whenever it calls
-    /// [`CacheInvalidator::suspend`].
+    /// [`CacheInvalidator::suspend`]; and, while subscribed, whenever the last heartbeat of
+    /// the auth service's relay ([`CacheInvalidator::heartbeat`]) is older than its window.
     Events,
 }
 
@@ -290,8 +300,13 @@ impl VerifyClient {
             ))
             .build()
             .map_err(|e| ConfigError(format!("cannot build the HTTP client: {e}")))?;
-        let cache = (!config.cache_ttl.is_zero())
-            .then(|| Arc::new(PositiveCache::new(config.cache_ttl, config.invalidation)));
+        let cache = (!config.cache_ttl.is_zero()).then(|| {
+            Arc::new(PositiveCache::new(
+                config.cache_ttl,
+                config.invalidation,
+                config.quiet_period,
+            ))
+        });
         let client = config
             .client
             .as_ref()
@@ -461,12 +476,19 @@ struct PositiveCache {
     state: Mutex<CacheState>,
 }
 
-/// Everything behind one lock, so the entries, their two indexes, the bypass flag and the
-/// epoch always agree.
+/// Everything behind one lock, so the entries, their two indexes, the bypass flags, the
+/// quiet ids and the epoch always agree.
 struct CacheState {
     /// False while answers must not be reused: with events, until the consumer has
     /// subscribed and whenever it loses the broker.
     live: bool,
+    /// With events: answers are reused only until this moment, the last heartbeat of the
+    /// auth service's relay plus its window. `None` (no heartbeat since the consumer last
+    /// lost the broker): not reused. Without events it is not consulted.
+    heartbeat_until: Option<Instant>,
+    needs_heartbeat: bool,
+    /// Users and sessions whose answers are not kept for a while after an event.
+    quiet: Quiet,
     /// Moves on every invalidation. An answer fetched across one is not kept: the event
     /// may have been about it, and it was not in the cache yet to be dropped.
     epoch: u64,
@@ -506,6 +528,105 @@ impl CacheState {
         self.by_session.clear();
         self.epoch += 1;
     }
+
+    /// Whether answers may be reused (and kept) at `now`.
+    fn usable(&self, now: Instant) -> bool {
+        self.live
+            && (!self.needs_heartbeat || self.heartbeat_until.is_some_and(|until| now < until))
+    }
+}
+
+/// A user or a session in its quiet period.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum QuietId {
+    User(UserId),
+    Session(String),
+}
+
+/// The ids whose answers are not kept for `period` after an event about them, at most
+/// [`QUIET_MAX_IDS`], forgotten as their period ends.
+struct Quiet {
+    period: Duration,
+    /// (end of the period, id), in the order they began; as the period is fixed, also in the
+    /// order they end. An id quieted again appears twice; `until` has its later end.
+    order: VecDeque<(Instant, QuietId)>,
+    until: HashMap<QuietId, Instant>,
+    /// Nothing is kept until then: after an event that could not be read, a (re)subscription
+    /// (events may have been missed), or an id forgotten early to stay within the bound.
+    everything_until: Option<Instant>,
+}
+
+impl Quiet {
+    fn new(period: Duration) -> Quiet {
+        Quiet {
+            period,
+            order: VecDeque::new(),
+            until: HashMap::new(),
+            everything_until: None,
+        }
+    }
+
+    /// Forgets the ids whose period is over at `now`.
+    fn expire(&mut self, now: Instant) {
+        while let Some((end, _)) = self.order.front()
+            && *end <= now
+        {
+            if let Some((end, id)) = self.order.pop_front() {
+                self.forget(&id, end);
+            }
+        }
+        if self.everything_until.is_some_and(|until| until <= now) {
+            self.everything_until = None;
+        }
+    }
+
+    /// Drops `id` from the map unless it was quieted again after `end` was set.
+    fn forget(&mut self, id: &QuietId, end: Instant) {
+        if self.until.get(id).is_some_and(|until| *until <= end) {
+            self.until.remove(id);
+        }
+    }
+
+    /// Starts `id`'s quiet period at `now`.
+    fn add(&mut self, id: QuietId, now: Instant) {
+        if self.period.is_zero() {
+            return;
+        }
+        self.expire(now);
+        if self.order.len() >= QUIET_MAX_IDS
+            && let Some((end, oldest)) = self.order.pop_front()
+        {
+            // Forgotten before its period is over: keep nothing at all until then instead.
+            self.forget(&oldest, end);
+            self.everything_until = self.everything_until.max(Some(end));
+        }
+        let end = now + self.period;
+        self.order.push_back((end, id.clone()));
+        self.until.insert(id, end);
+    }
+
+    /// Keeps nothing at all for a period from `now`.
+    fn everything(&mut self, now: Instant) {
+        if !self.period.is_zero() {
+            self.everything_until = self.everything_until.max(Some(now + self.period));
+        }
+    }
+
+    /// Whether an answer about `identity` must not be kept at `now`.
+    fn holds(&mut self, identity: &Identity, now: Instant) -> bool {
+        self.expire(now);
+        self.everything_until.is_some()
+            || self
+                .until
+                .contains_key(&QuietId::User(identity.user_id.clone()))
+            || self
+                .until
+                .contains_key(&QuietId::Session(identity.session_id.clone()))
+    }
+
+    fn len(&self) -> usize {
+        self.until.len()
+    }
 }
 
 fn unindex<K: std::hash::Hash + Eq>(
@@ -522,12 +643,21 @@ fn unindex<K: std::hash::Hash + Eq>(
 }
 
 impl PositiveCache {
-    fn new(ttl: Duration, invalidation: CacheInvalidation) -> PositiveCache {
+    fn new(
+        ttl: Duration,
+        invalidation: CacheInvalidation,
+        quiet_period: Duration,
+    ) -> PositiveCache {
+        let events = invalidation == CacheInvalidation::Events;
         PositiveCache {
             ttl,
             state: Mutex::new(CacheState {
-                // With events, nothing is reused before the consumer has subscribed.
-                live: invalidation == CacheInvalidation::TtlOnly,
+                // With events, nothing is reused before the consumer has subscribed and the
+                // relay's heartbeat has been heard.
+                live: !events,
+                heartbeat_until: None,
+                needs_heartbeat: events,
+                quiet: Quiet::new(if events { quiet_period } else { Duration::ZERO }),
                 epoch: 0,
                 entries: HashMap::new(),
                 by_user: HashMap::new(),
@@ -547,7 +677,11 @@ impl PositiveCache {
     fn lookup(&self, token: &BearerToken, now: Instant, unix_now: i64) -> Lookup {
         let key = Self::key(token);
         let mut state = self.lock();
-        if !state.live {
+        if !state.usable(now) {
+            // The relay's heartbeats may have stopped: what was kept is not trusted again.
+            if !state.entries.is_empty() {
+                state.clear();
+            }
             return Lookup::Miss(None);
         }
         match state.entries.get(&key) {
@@ -579,7 +713,7 @@ impl PositiveCache {
             return;
         }
         let mut state = self.lock();
-        if !state.live || state.epoch != ticket.0 {
+        if !state.usable(now) || state.epoch != ticket.0 || state.quiet.holds(identity, now) {
             return;
         }
         if state.entries.len() >= CACHE_MAX_ENTRIES {
@@ -617,26 +751,56 @@ impl PositiveCache {
         );
     }
 
-    /// Drops every entry of `user`; returns how many there were.
-    fn drop_user(&self, user: &UserId) -> usize {
+    /// Drops every entry of `user`, and keeps none of theirs for the quiet period from
+    /// `now`; returns how many there were.
+    fn drop_user(&self, user: &UserId, now: Instant) -> usize {
         let mut state = self.lock();
         state.epoch += 1;
+        state.quiet.add(QuietId::User(user.clone()), now);
         let keys = state.by_user.remove(user).unwrap_or_default();
         keys.iter().filter(|key| state.remove(key)).count()
     }
 
-    /// Drops every entry of `session`; returns how many there were.
-    fn drop_session(&self, session: &str) -> usize {
+    /// Drops every entry of `session`, and keeps none of its for the quiet period from
+    /// `now`; returns how many there were.
+    fn drop_session(&self, session: &str, now: Instant) -> usize {
         let mut state = self.lock();
         state.epoch += 1;
+        state.quiet.add(QuietId::Session(session.to_string()), now);
         let keys = state.by_session.remove(session).unwrap_or_default();
         keys.iter().filter(|key| state.remove(key)).count()
     }
 
-    fn set_live(&self, live: bool) {
+    /// Drops everything and keeps nothing for the quiet period from `now`: any session may
+    /// have ended.
+    fn drop_all(&self, now: Instant) {
+        let mut state = self.lock();
+        state.clear();
+        state.quiet.everything(now);
+    }
+
+    /// Drops everything; `live`: the consumer is subscribed (from `now`: events may have been
+    /// missed before, so nothing is kept for the quiet period), or not (it has lost the
+    /// broker, and a heartbeat must be heard again).
+    fn set_live(&self, live: bool, now: Instant) {
         let mut state = self.lock();
         state.clear();
         state.live = live;
+        if live {
+            state.quiet.everything(now);
+        } else {
+            state.heartbeat_until = None;
+        }
+    }
+
+    /// The relay's heartbeat arrived at `now`: answers may be reused until `now + window`.
+    /// After a lapse, what was kept before it is dropped.
+    fn heartbeat(&self, now: Instant, window: Duration) {
+        let mut state = self.lock();
+        if state.heartbeat_until.is_some_and(|until| until <= now) {
+            state.clear();
+        }
+        state.heartbeat_until = Some(now + window);
     }
 }
 
@@ -657,36 +821,83 @@ impl fmt::Debug for CacheInvalidator {
 }
 
 impl CacheInvalidator {
-    /// Drops every kept answer of `user` (all its sessions); returns how many there were.
+    /// Drops every kept answer of `user` (all its sessions), and keeps none of theirs for
+    /// the quiet period; returns how many there were.
     pub fn drop_user(&self, user: &UserId) -> usize {
-        self.cache.drop_user(user)
+        self.cache.drop_user(user, Instant::now())
     }
 
-    /// Drops every kept answer of the session `session_id`; returns how many there were.
+    /// Drops every kept answer of the session `session_id`, and keeps none of its for the
+    /// quiet period; returns how many there were.
     pub fn drop_session(&self, session_id: &str) -> usize {
-        self.cache.drop_session(session_id)
+        self.cache.drop_session(session_id, Instant::now())
     }
 
     /// Forgets everything and bypasses the cache (every request asks the auth service)
-    /// until [`CacheInvalidator::resume`]: for while the consumer cannot hear events.
+    /// until [`CacheInvalidator::resume`] and the next heartbeat: for while the consumer
+    /// cannot hear events.
     pub fn suspend(&self) {
-        self.cache.set_live(false);
+        self.cache.set_live(false, Instant::now());
     }
 
-    /// Forgets everything (events may have been missed) and uses the cache again: for when
-    /// the consumer has (re)subscribed.
+    /// Forgets everything (events may have been missed) and uses the cache again, once a
+    /// heartbeat is heard, keeping nothing new for the quiet period: for when the consumer
+    /// has (re)subscribed.
     pub fn resume(&self) {
-        self.cache.set_live(true);
+        self.cache.set_live(true, Instant::now());
     }
 
-    /// Drops everything, leaving the cache in use: when an event cannot be read, any
-    /// session may have ended.
+    /// The auth service's relay said it is publishing: answers may be reused for `window`
+    /// from now (while subscribed). After a lapse, what was kept before is dropped.
+    pub fn heartbeat(&self, window: Duration) {
+        self.cache.heartbeat(Instant::now(), window);
+    }
+
+    /// Drops everything and keeps nothing for the quiet period, leaving the cache in use:
+    /// when an event cannot be read, any session may have ended.
     pub fn clear(&self) {
-        self.cache.lock().clear();
+        self.cache.drop_all(Instant::now());
     }
 
+    /// Drops what is kept if the cache is bypassed now (a lookup would, too): so answers
+    /// kept before heartbeats stopped do not sit in memory until they come back.
+    pub fn forget_if_unused(&self) {
+        let mut state = self.cache.lock();
+        if !state.usable(Instant::now()) && !state.entries.is_empty() {
+            state.clear();
+        }
+    }
+
+    /// Subscribed (the consumer's view; see [`CacheInvalidator::in_use`]).
     pub fn is_live(&self) -> bool {
         self.cache.lock().live
+    }
+
+    /// A heartbeat of the relay was heard within its window.
+    pub fn heartbeat_fresh(&self) -> bool {
+        let state = self.cache.lock();
+        state
+            .heartbeat_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Answers are being reused right now: subscribed, with a fresh heartbeat.
+    pub fn in_use(&self) -> bool {
+        self.cache.lock().usable(Instant::now())
+    }
+
+    /// User and session ids in their quiet period now.
+    pub fn quiet_ids(&self) -> usize {
+        let mut state = self.cache.lock();
+        state.quiet.expire(Instant::now());
+        state.quiet.len()
+    }
+
+    /// No answer at all is kept now (after a (re)subscription or an unreadable event).
+    pub fn quiet_all(&self) -> bool {
+        let mut state = self.cache.lock();
+        state.quiet.expire(Instant::now());
+        state.quiet.everything_until.is_some()
     }
 
     /// How many answers are kept right now (expired ones included until they are met).
@@ -772,6 +983,19 @@ mod tests {
     }
 
     const NOW: i64 = 1_000_000;
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// An events cache, subscribed at `t0`, with a heartbeat heard then that lasts an hour.
+    fn live_events_cache(quiet_period: Duration, t0: Instant) -> PositiveCache {
+        let cache = PositiveCache::new(
+            Duration::from_secs(60),
+            CacheInvalidation::Events,
+            quiet_period,
+        );
+        cache.set_live(true, t0);
+        cache.heartbeat(t0, HOUR);
+        cache
+    }
 
     impl PositiveCache {
         /// `lookup`, for a test that does not care why a lookup missed.
@@ -809,7 +1033,11 @@ mod tests {
 
     #[test]
     fn cache_keeps_positive_answers_for_the_ttl_at_most() {
-        let cache = PositiveCache::new(Duration::from_secs(10), CacheInvalidation::TtlOnly);
+        let cache = PositiveCache::new(
+            Duration::from_secs(10),
+            CacheInvalidation::TtlOnly,
+            Duration::ZERO,
+        );
         let token = BearerToken("tok".into());
         let other = BearerToken("other".into());
         let t0 = Instant::now();
@@ -831,7 +1059,11 @@ mod tests {
 
     #[test]
     fn cache_never_outlives_the_token() {
-        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::TtlOnly);
+        let cache = PositiveCache::new(
+            Duration::from_secs(60),
+            CacheInvalidation::TtlOnly,
+            Duration::ZERO,
+        );
         let token = BearerToken("tok".into());
         let t0 = Instant::now();
         cache.fill("tok", &identity(1_000_005), t0, 1_000_000);
@@ -853,7 +1085,11 @@ mod tests {
 
     #[test]
     fn cache_is_bounded_and_so_are_its_indexes() {
-        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::TtlOnly);
+        let cache = PositiveCache::new(
+            Duration::from_secs(60),
+            CacheInvalidation::TtlOnly,
+            Duration::ZERO,
+        );
         let t0 = Instant::now();
         for i in 0..CACHE_MAX_ENTRIES + 5 {
             // Many users and sessions, so the indexes would grow without the bound.
@@ -870,36 +1106,34 @@ mod tests {
 
     #[test]
     fn dropping_a_user_drops_all_its_sessions_and_nothing_else() {
-        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::Events);
         let t0 = Instant::now();
-        cache.set_live(true);
+        let cache = live_events_cache(Duration::ZERO, t0);
         cache.fill("a1", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
         cache.fill("a1b", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
         cache.fill("a2", &identity_of("alice", "sa2", NOW + 100), t0, NOW);
         cache.fill("b1", &identity_of("bob", "sb1", NOW + 100), t0, NOW);
         assert_eq!(cache.index_sizes(), (4, 4, 4));
-        assert_eq!(cache.drop_user(&UserId("alice".into())), 3);
+        assert_eq!(cache.drop_user(&UserId("alice".into()), t0), 3);
         assert!(!has(&cache, "a1") && !has(&cache, "a1b") && !has(&cache, "a2"));
         assert!(has(&cache, "b1"));
         assert_eq!(cache.index_sizes(), (1, 1, 1));
-        assert_eq!(cache.drop_user(&UserId("alice".into())), 0);
-        assert_eq!(cache.drop_user(&UserId("nobody".into())), 0);
+        assert_eq!(cache.drop_user(&UserId("alice".into()), t0), 0);
+        assert_eq!(cache.drop_user(&UserId("nobody".into()), t0), 0);
         assert!(has(&cache, "b1"));
     }
 
     #[test]
     fn dropping_a_session_leaves_the_users_other_sessions() {
-        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::Events);
         let t0 = Instant::now();
-        cache.set_live(true);
+        let cache = live_events_cache(Duration::ZERO, t0);
         cache.fill("a1", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
         cache.fill("a2", &identity_of("alice", "sa2", NOW + 100), t0, NOW);
-        assert_eq!(cache.drop_session("sa1"), 1);
+        assert_eq!(cache.drop_session("sa1", t0), 1);
         assert!(!has(&cache, "a1"));
         assert!(has(&cache, "a2"));
         assert_eq!(cache.index_sizes(), (1, 1, 1));
         // The user index no longer names the dropped entry: dropping the user finds one.
-        assert_eq!(cache.drop_user(&UserId("alice".into())), 1);
+        assert_eq!(cache.drop_user(&UserId("alice".into()), t0), 1);
         assert_eq!(cache.index_sizes(), (0, 0, 0));
         let state = cache.lock();
         assert!(state.by_user.is_empty() && state.by_session.is_empty());
@@ -907,7 +1141,11 @@ mod tests {
 
     #[test]
     fn the_same_token_kept_again_is_indexed_once() {
-        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::TtlOnly);
+        let cache = PositiveCache::new(
+            Duration::from_secs(60),
+            CacheInvalidation::TtlOnly,
+            Duration::ZERO,
+        );
         let t0 = Instant::now();
         cache.fill("a1", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
         // Expired at t0 + 61 s, then kept again with the same key.
@@ -918,37 +1156,179 @@ mod tests {
 
     #[test]
     fn with_events_the_cache_is_bypassed_until_resumed_and_cleared_on_resume() {
-        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::Events);
+        let cache = PositiveCache::new(
+            Duration::from_secs(60),
+            CacheInvalidation::Events,
+            Duration::ZERO,
+        );
         let t0 = Instant::now();
         let token = BearerToken("a1".into());
         // Not subscribed yet: nothing is reused, and nothing may be kept.
         assert!(matches!(cache.lookup(&token, t0, NOW), Lookup::Miss(None)));
-        cache.set_live(true);
+        // Subscribed, but no heartbeat heard yet: still bypassed.
+        cache.set_live(true, t0);
+        assert!(matches!(cache.lookup(&token, t0, NOW), Lookup::Miss(None)));
+        cache.heartbeat(t0, HOUR);
         cache.fill("a1", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
         assert!(has(&cache, "a1"));
         // The consumer lost the broker: bypassed and forgotten.
-        cache.set_live(false);
+        cache.set_live(false, t0);
         assert!(matches!(cache.lookup(&token, t0, NOW), Lookup::Miss(None)));
         assert_eq!(cache.index_sizes(), (0, 0, 0));
-        // Subscribed again: usable, but what was kept before is gone.
-        cache.set_live(true);
+        // Subscribed again: a heartbeat is needed again, and what was kept before is gone.
+        cache.set_live(true, t0);
+        assert!(matches!(cache.lookup(&token, t0, NOW), Lookup::Miss(None)));
+        cache.heartbeat(t0, HOUR);
         assert!(!has(&cache, "a1"));
+        cache.fill("a1", &identity_of("alice", "sa1", NOW + 100), t0, NOW);
+        assert!(has(&cache, "a1"));
+    }
+
+    #[test]
+    fn with_events_answers_are_reused_only_while_heartbeats_arrive() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(10);
+        let cache = PositiveCache::new(
+            Duration::from_secs(60),
+            CacheInvalidation::Events,
+            Duration::ZERO,
+        );
+        cache.set_live(true, t0);
+        cache.heartbeat(t0, window);
+        let token = BearerToken("a1".into());
+        let alice = identity_of("alice", "sa1", NOW + 100);
+        cache.fill("a1", &alice, t0, NOW);
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        assert_eq!(cache.get(&token, at(9), NOW), Some(alice.clone()));
+        // Heartbeats keep it in use.
+        cache.heartbeat(at(8), window);
+        assert_eq!(cache.get(&token, at(17), NOW), Some(alice.clone()));
+        // None within the window: bypassed, nothing may be kept, and what was kept is gone.
+        assert!(matches!(
+            cache.lookup(&token, at(18), NOW),
+            Lookup::Miss(None)
+        ));
+        assert_eq!(cache.index_sizes(), (0, 0, 0));
+        // A heartbeat again: in use, empty.
+        cache.heartbeat(at(30), window);
+        assert_eq!(cache.get(&token, at(30), NOW), None);
+        cache.fill("a1", &alice, at(30), NOW);
+        assert_eq!(cache.get(&token, at(31), NOW), Some(alice.clone()));
+        // A lapse that no lookup saw still drops what was kept before it.
+        cache.heartbeat(at(45), window);
+        assert_eq!(cache.get(&token, at(45), NOW), None);
+        // An answer fetched before a lapse and stored after it is not kept.
+        let Lookup::Miss(Some(ticket)) = cache.lookup(&token, at(46), NOW) else {
+            panic!("expected a miss");
+        };
+        cache.put(ticket, &token, &alice, at(56), NOW);
+        cache.heartbeat(at(57), window);
+        assert_eq!(cache.get(&token, at(57), NOW), None);
+    }
+
+    #[test]
+    fn after_an_event_its_user_and_session_are_not_cached_for_the_quiet_period() {
+        let t0 = Instant::now();
+        let quiet = Duration::from_secs(10);
+        let cache = live_events_cache(quiet, t0);
+        // Past the quiet period of the (re)subscription itself.
+        let start = t0 + quiet;
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let keep = |token: &str, who: &Identity, now: Instant| {
+            cache.fill(token, who, now, NOW);
+            cache.get(&BearerToken(token.into()), now, NOW).is_some()
+        };
+        let alice = identity_of("alice", "sa1", NOW + 100);
+        let alice2 = identity_of("alice", "sa2", NOW + 100);
+        let bob = identity_of("bob", "sb1", NOW + 100);
+        let carol = identity_of("carol", "sc1", NOW + 100);
+        assert!(keep("a1", &alice, at(0)));
+        assert_eq!(cache.drop_user(&UserId("alice".into()), at(0)), 1);
+        assert_eq!(cache.drop_session("sc1", at(0)), 0);
+        // A replica that has not applied the revocation yet still answers "active": that
+        // answer (fetched after the event) is not kept, for any of the user's sessions,
+        // nor for the session named; others are kept as usual.
+        for ms in [1, 5_000, 9_999] {
+            assert!(!keep("a1", &alice, at(ms)), "{ms} ms");
+            assert!(!keep("a2", &alice2, at(ms)), "{ms} ms");
+            assert!(!keep("c1", &carol, at(ms)), "{ms} ms");
+        }
+        assert!(keep("b1", &bob, at(1)));
+        assert_eq!(cache.lock().quiet.len(), 2);
+        // Over: kept again, and forgotten.
+        assert!(keep("a1", &alice, at(10_000)));
+        assert!(keep("c1", &carol, at(10_000)));
+        assert_eq!(cache.lock().quiet.len(), 0);
+        // Quieted again before the end: the later end counts.
+        cache.drop_user(&UserId("bob".into()), at(20_000));
+        cache.drop_user(&UserId("bob".into()), at(25_000));
+        assert!(!keep("b1", &bob, at(30_001)));
+        assert!(keep("b1", &bob, at(35_000)));
+    }
+
+    #[test]
+    fn an_unreadable_event_or_a_resubscription_quiets_everyone() {
+        let t0 = Instant::now();
+        let quiet = Duration::from_secs(10);
+        let cache = live_events_cache(quiet, t0);
+        let bob = identity_of("bob", "sb1", NOW + 100);
+        let fill = |now: Instant| {
+            cache.fill("b1", &bob, now, NOW);
+            cache.get(&BearerToken("b1".into()), now, NOW).is_some()
+        };
+        // Subscribed at t0: events before it may have been missed.
+        assert!(!fill(t0 + Duration::from_secs(9)));
+        assert!(fill(t0 + quiet));
+        let t1 = t0 + Duration::from_secs(100);
+        cache.drop_all(t1);
+        assert!(!fill(t1 + Duration::from_secs(9)));
+        assert!(fill(t1 + quiet));
+    }
+
+    #[test]
+    fn quiet_ids_are_bounded_and_an_early_forgotten_one_quiets_everyone() {
+        let t0 = Instant::now();
+        let quiet = Duration::from_secs(10);
+        let cache = live_events_cache(quiet, t0);
+        let start = t0 + quiet;
+        for i in 0..QUIET_MAX_IDS + 5 {
+            cache.drop_session(
+                &format!("s{i}"),
+                start + Duration::from_millis(i as u64 / 100),
+            );
+        }
+        {
+            let state = cache.lock();
+            assert!(state.quiet.len() <= QUIET_MAX_IDS);
+            assert!(state.quiet.order.len() <= QUIET_MAX_IDS);
+        }
+        // s0..s4 were forgotten before their period was over: nothing is kept until then.
+        let bob = identity_of("bob", "sb1", NOW + 100);
+        let now = start + Duration::from_secs(5);
+        cache.fill("b1", &bob, now, NOW);
+        assert!(cache.get(&BearerToken("b1".into()), now, NOW).is_none());
+        // Afterwards, the others expire on their own and all is as before.
+        let later = start + Duration::from_secs(20);
+        cache.fill("b1", &bob, later, NOW);
+        assert!(cache.get(&BearerToken("b1".into()), later, NOW).is_some());
+        let state = cache.lock();
+        assert_eq!((state.quiet.len(), state.quiet.order.len()), (0, 0));
     }
 
     #[test]
     fn an_answer_fetched_across_an_invalidation_is_not_kept() {
-        let cache = PositiveCache::new(Duration::from_secs(60), CacheInvalidation::Events);
         let t0 = Instant::now();
-        cache.set_live(true);
+        let cache = live_events_cache(Duration::ZERO, t0);
         let token = BearerToken("a1".into());
         for invalidate in [
             &(|c: &PositiveCache| {
-                c.drop_user(&UserId("alice".into()));
+                c.drop_user(&UserId("alice".into()), t0);
             }) as &dyn Fn(&PositiveCache),
             &|c: &PositiveCache| {
-                c.drop_session("someone else's");
+                c.drop_session("someone else's", t0);
             },
-            &|c: &PositiveCache| c.set_live(true),
+            &|c: &PositiveCache| c.set_live(true, t0),
+            &|c: &PositiveCache| c.heartbeat(t0 + Duration::from_secs(7200), HOUR),
         ] {
             let Lookup::Miss(Some(ticket)) = cache.lookup(&token, t0, NOW) else {
                 panic!("expected a miss");

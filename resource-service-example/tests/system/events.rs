@@ -1,24 +1,70 @@
 //! The resource service as a consumer of the auth events (NATS JetStream): session-ending
 //! events drop kept `/verify` answers at once, across a broker restart, applied once per
-//! event id. Each test runs a nats-server of its own (it stops and kills it) and publishes
-//! the events itself, in the documented wire format, after really ending the session at the
-//! auth service, so a refusal can only come from the event reaching the cache.
+//! event id; the cache is used only while the auth service's relay sends heartbeats. Most
+//! tests run a nats-server of their own (they stop and kill it) and publish the events (and
+//! heartbeats) themselves, in the documented wire format, after really ending the session
+//! at the auth service, so a refusal can only come from the event reaching the cache; the
+//! last ones have the auth service publish its own.
+
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::support::*;
 
-/// A nats-server, the stream, and the stack reading it, subscribed.
-async fn start() -> (NatsServer, EventPublisher, Stack) {
+/// The relay's heartbeats as the auth service sends them (core NATS, on
+/// `<prefix>-heartbeat`, naming the stream), every 200 ms until dropped.
+struct Heartbeats(tokio::task::JoinHandle<()>);
+
+impl Heartbeats {
+    async fn start(url: &str, stream: &str, prefix: &str) -> Heartbeats {
+        let client = async_nats::connect(url).await.expect("connect to nats");
+        let subject = format!("{prefix}-heartbeat");
+        let body = json!({"at": unix_now_f64() as i64, "stream": stream}).to_string();
+        Heartbeats(tokio::spawn(async move {
+            loop {
+                let _ = client.publish(subject.clone(), body.clone().into()).await;
+                let _ = client.flush().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The resource service's events settings for these tests: the quiet period short, so a
+/// test waits little before answers are kept again.
+fn rs_env(url: &str, stream: &str, prefix: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut rs = rs_events_env(url, stream, prefix);
+    rs.push(("RS__EVENTS__QUIET_PERIOD".into(), "1s".into()));
+    rs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    rs
+}
+
+/// Waits until answers are kept: subscribed, a fresh heartbeat, and no quiet period.
+async fn wait_caching(stack: &Stack) -> serde_json::Value {
+    stack
+        .wait_events("the cache in use", |s| {
+            s["cache_in_use"] == true && s["quiet_all"] == false && s["quiet_ids"] == 0
+        })
+        .await
+}
+
+/// A nats-server, the stream, heartbeats, and the stack reading it, subscribed.
+async fn start() -> (NatsServer, EventPublisher, Heartbeats, Stack) {
     let nats = NatsServer::start();
     let (stream, prefix) = unique_stream();
     let publisher = EventPublisher::connect(&nats.url(), &stream, &prefix).await;
-    let rs = rs_events_env(&nats.url(), &stream, &prefix);
+    let heartbeats = Heartbeats::start(&nats.url(), &stream, &prefix).await;
+    let rs = rs_env(&nats.url(), &stream, &prefix, &[]);
     let stack = Stack::start(Backend::Sqlite, &[], &pairs(&rs)).await;
-    stack
-        .wait_events("subscribed", |s| s["subscribed"] == true)
-        .await;
-    (nats, publisher, stack)
+    wait_caching(&stack).await;
+    (nats, publisher, heartbeats, stack)
 }
 
 async fn logout(stack: &Stack, refresh_token: &str) {
@@ -30,7 +76,7 @@ async fn logout(stack: &Stack, refresh_token: &str) {
 
 #[actix_web::test]
 async fn session_ending_events_drop_the_right_cached_answers() {
-    let (_nats, publisher, mut stack) = start().await;
+    let (_nats, publisher, _heartbeats, mut stack) = start().await;
     let status = stack.events_status().await;
     assert_eq!(status["enabled"], true);
     assert_eq!(status["subscriptions"], 1);
@@ -104,7 +150,7 @@ async fn session_ending_events_drop_the_right_cached_answers() {
 
 #[actix_web::test]
 async fn the_same_event_id_is_applied_once() {
-    let (_nats, publisher, mut stack) = start().await;
+    let (_nats, publisher, _heartbeats, mut stack) = start().await;
     let (a1, r1) = stack.signed_in("alice").await;
     assert_eq!(stack.rs_get("/posts", &a1).await.status, 200);
     logout(&stack, &r1).await;
@@ -125,8 +171,9 @@ async fn the_same_event_id_is_applied_once() {
         .await
         .assert_unauthorized("token_revoked");
 
-    // A new session of Alice's is kept, and the auth service goes away: from now on only a
-    // kept answer lets a request through.
+    // Once the event's quiet period is over, a new session of Alice's is kept, and the auth
+    // service goes away: from now on only a kept answer lets a request through.
+    wait_caching(&stack).await;
     let (a2, _) = stack.login("alice").await;
     assert_eq!(stack.rs_get("/posts", &a2).await.status, 200);
     stack.auth.stop();
@@ -153,8 +200,9 @@ async fn the_same_event_id_is_applied_once() {
 
 #[actix_web::test]
 async fn the_cache_is_bypassed_while_the_broker_is_away_and_events_flow_after_it_returns() {
-    let (mut nats, _publisher, stack) = start().await;
+    let (mut nats, _publisher, _heartbeats, stack) = start().await;
     for (round, crash) in [(2, true), (3, false)] {
+        wait_caching(&stack).await;
         let (at, rt) = if round == 2 {
             stack.signed_in("alice").await
         } else {
@@ -191,6 +239,7 @@ async fn the_cache_is_bypassed_while_the_broker_is_away_and_events_flow_after_it
                 s["subscribed"] == true && s["subscriptions"] == round
             })
             .await;
+        wait_caching(&stack).await;
         assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
         assert_eq!(stack.events_status().await["cache_entries"], 1);
         // Revoked at the auth service, still served from the cache until its event arrives,
@@ -240,12 +289,13 @@ both_backends! {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let rs = rs_events_env(&nats.url(), &stream, &prefix);
+        let rs = rs_env(&nats.url(), &stream, &prefix, &[]);
         let stack = Stack::start(b, &pairs(&auth), &pairs(&rs)).await;
-        // The auth service creates the stream (at the latest with its first event); the
-        // resource service subscribes once it exists.
+        // The auth service creates the stream (on its relay's first pass); the resource
+        // service subscribes once it exists, and uses its cache once the relay's heartbeats
+        // arrive.
         stack.register("alice").await;
-        stack.wait_events("subscribed", |s| s["subscribed"] == true).await;
+        wait_caching(&stack).await;
         let (at, rt) = stack.login("alice").await;
         assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
         assert_eq!(stack.events_status().await["cache_entries"], 1);
@@ -266,5 +316,152 @@ both_backends! {
             .await
             .assert_unauthorized("token_revoked");
         stack.resource.assert_never_logged(&[&at, &rt]);
+    }
+}
+
+#[actix_web::test]
+async fn the_cache_is_used_only_while_the_relays_heartbeats_arrive() {
+    let nats = NatsServer::start();
+    let (stream, prefix) = unique_stream();
+    let _publisher = EventPublisher::connect(&nats.url(), &stream, &prefix).await;
+    let rs = rs_env(
+        &nats.url(),
+        &stream,
+        &prefix,
+        &[("RS__EVENTS__HEARTBEAT_WINDOW", "3s")],
+    );
+    let stack = Stack::start(Backend::Sqlite, &[], &pairs(&rs)).await;
+    let status = stack
+        .wait_events("subscribed", |s| {
+            s["subscribed"] == true && s["quiet_all"] == false
+        })
+        .await;
+    // Subscribed, but no relay says it publishes: nothing is kept, a logout counts at once.
+    assert_eq!(status["cache_in_use"], false);
+    assert_eq!(status["heartbeat_fresh"], false);
+    let (at, rt) = stack.signed_in("alice").await;
+    assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
+    assert_eq!(stack.events_status().await["cache_entries"], 0);
+    logout(&stack, &rt).await;
+    stack
+        .rs_get("/posts", &at)
+        .await
+        .assert_unauthorized("token_revoked");
+
+    // Heartbeats that name another stream (a relay publishing elsewhere) do not count.
+    let foreign = Heartbeats::start(&nats.url(), "SOME_OTHER_STREAM", &prefix).await;
+    stack
+        .wait_events("foreign heartbeats", |s| {
+            s["foreign_heartbeats"].as_u64() > Some(2)
+        })
+        .await;
+    let (at, rt) = stack.login("alice").await;
+    assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
+    let status = stack.events_status().await;
+    assert_eq!(
+        (
+            status["cache_entries"].clone(),
+            status["cache_in_use"].clone()
+        ),
+        (json!(0), json!(false))
+    );
+    drop(foreign);
+
+    // The relay's heartbeats: answers are kept.
+    let heartbeats = Heartbeats::start(&nats.url(), &stream, &prefix).await;
+    wait_caching(&stack).await;
+    assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
+    assert_eq!(stack.events_status().await["cache_entries"], 1);
+    // (served from the cache: revoked at the auth service, no event)
+    logout(&stack, &rt).await;
+    assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
+
+    // They stop: within the window the cache is bypassed and emptied.
+    drop(heartbeats);
+    let stopped = Instant::now();
+    let status = stack
+        .wait_events("the cache bypassed", |s| s["cache_in_use"] == false)
+        .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3 + 2),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(status["subscribed"], true, "{status}");
+    stack
+        .rs_get("/posts", &at)
+        .await
+        .assert_unauthorized("token_revoked");
+    assert_eq!(stack.events_status().await["cache_entries"], 0);
+
+    // They come back: in use again, from an empty cache.
+    let _heartbeats = Heartbeats::start(&nats.url(), &stream, &prefix).await;
+    let status = wait_caching(&stack).await;
+    assert_eq!(status["cache_entries"], 0);
+    let (at, _) = stack.login("alice").await;
+    assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
+    assert_eq!(stack.events_status().await["cache_entries"], 1);
+    let out = stack.resource.output();
+    assert!(
+        out.contains("no heartbeat of the auth service's relay"),
+        "{out}"
+    );
+}
+
+both_backends! {
+    /// With the auth service's own relay: answers are kept while it publishes; stopped, or
+    /// publishing under another prefix, the cache is bypassed within the window.
+    async fn a_silent_relay_turns_the_cache_off(b: Backend) {
+        let nats = NatsServer::start();
+        let (stream, prefix) = unique_stream();
+        let auth_env = |stream: &str, prefix: &str| -> Vec<(String, String)> {
+            [
+                ("AUTH__EVENTS__URL", nats.url()),
+                ("AUTH__EVENTS__STREAM", stream.to_string()),
+                ("AUTH__EVENTS__SUBJECT_PREFIX", prefix.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        };
+        let window = Duration::from_secs(5);
+        let rs = rs_env(&nats.url(), &stream, &prefix, &[("RS__EVENTS__HEARTBEAT_WINDOW", "5s")]);
+        let mut stack = Stack::start(b, &pairs(&auth_env(&stream, &prefix)), &pairs(&rs)).await;
+        wait_caching(&stack).await;
+        let (at, _) = stack.signed_in("alice").await;
+        assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
+        assert_eq!(stack.events_status().await["cache_entries"], 1);
+
+        // The auth service stops (its relay with it): bypassed within the window, though the
+        // broker and the subscription are fine.
+        stack.auth.stop();
+        let stopped = Instant::now();
+        let status = stack
+            .wait_events("the cache bypassed", |s| s["cache_in_use"] == false)
+            .await;
+        assert!(stopped.elapsed() < window + Duration::from_secs(3), "{:?}", stopped.elapsed());
+        assert_eq!(status["subscribed"], true, "{status}");
+        // Not served from the cache any more (the auth service is away), and forgotten.
+        stack.rs_get("/posts", &at).await.assert_unavailable();
+        assert_eq!(stack.events_status().await["cache_entries"], 0);
+
+        // Back, but publishing under another prefix and stream: its heartbeats are not heard.
+        let (other_stream, other_prefix) = unique_stream();
+        let wrong = auth_env(&other_stream, &other_prefix);
+        stack.auth.restart_with(&pairs(&wrong)).await;
+        let deadline = Instant::now() + window + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
+            let status = stack.events_status().await;
+            assert_eq!(status["cache_in_use"], false, "{status}");
+            assert_eq!(status["cache_entries"], 0, "{status}");
+            sleep_secs(0.5).await;
+        }
+
+        // Set right again: the cache is used again.
+        stack.auth.restart_with(&pairs(&auth_env(&stream, &prefix))).await;
+        wait_caching(&stack).await;
+        assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
+        assert_eq!(stack.events_status().await["cache_entries"], 1);
     }
 }
