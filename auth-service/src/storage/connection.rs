@@ -391,10 +391,7 @@ mod tests {
         .unwrap();
         let mut conn = DbConn::Sqlite(raw);
         let applied = run_migrations(&mut conn).unwrap();
-        assert!(
-            applied.iter().any(|v| v == "20261129000006"),
-            "{applied:?}"
-        );
+        assert!(applied.iter().any(|v| v == "20261129000006"), "{applied:?}");
         let count = |conn: &mut DbConn, sql: &str| {
             diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
         };
