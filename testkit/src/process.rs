@@ -49,6 +49,31 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
         None => panic!("cannot tell the profile from {}", exe.display()),
     };
     let mut cmd = Command::new(env!("CARGO"));
+    // Cargo gives a test process its own package's variables (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_NAME, OUT_DIR …). Some build scripts (ring's) rerun when one of those
+    // changes, so a nested build that inherited them would rebuild ring and everything above
+    // it, and the next outer build would rebuild it all back: a nested build sees the
+    // environment an outer `cargo` sees.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let package_specific = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_EXE_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if package_specific {
+            cmd.env_remove(key);
+        }
+    }
     cmd.current_dir(workspace_root()).args([
         "build",
         "--quiet",

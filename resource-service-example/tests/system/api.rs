@@ -400,7 +400,11 @@ fn bad_configuration_stops_with_the_key_named() {
             "https://auth/verify",
             "auth.verify_url",
         ),
-        ("RS__AUTH__VERIFY_URL", "", "auth.verify_url"),
+        (
+            "RS__AUTH__VERIFY_URL",
+            "ftp://auth/verify",
+            "auth.verify_url",
+        ),
         ("RS__AUTH__VERIFYURL", "http://auth/verify", "verifyurl"),
         ("RS__EVENTS__URL", "http://nats:4222", "events.url"),
         ("RS__EVENTS__STREAM", "AUTH.EVENTS", "events.stream"),
