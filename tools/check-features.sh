@@ -8,12 +8,16 @@ cd "$(dirname "$0")/.."
 tree() { cargo tree "$@" --prefix none -f '{p}|{f}' 2>/dev/null | sed 's/ (\*)//g' | sort -u; }
 all="$(tree --workspace -e normal,build,dev)"
 status=0
-for member in auth-service resource-service-example; do
-  while IFS= read -r line; do
-    if ! grep -qxF -- "$line" <<<"$all"; then
-      echo "$member: ${line%%|*} has features [${line#*|}]; the test build: [$(grep -F -- "${line%%|*}|" <<<"$all" | cut -d'|' -f2 | paste -sd' ')]"
-      status=1
-    fi
-  done < <(tree -p "$member" -e normal,build)
+# `normal,build`: `cargo build -p <member>`; `normal,build,dev`: `cargo build -p <member>
+# --tests`, which is how the tests build another member's binary (testkit::workspace_bin).
+for member in auth-service resource-service-example user-service-example; do
+  for edges in normal,build normal,build,dev; do
+    while IFS= read -r line; do
+      if ! grep -qxF -- "$line" <<<"$all"; then
+        echo "$member ($edges): ${line%%|*} has features [${line#*|}]; the test build: [$(grep -F -- "${line%%|*}|" <<<"$all" | cut -d'|' -f2 | paste -sd' ')]"
+        status=1
+      fi
+    done < <(tree -p "$member" -e "$edges")
+  done
 done
 exit $status
