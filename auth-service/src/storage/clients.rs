@@ -1,7 +1,6 @@
 //! The `clients` table: registered OAuth clients and what each may do.
 
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::storage::schema::clients;
 use crate::storage::{DbConn, StorageError};
@@ -39,31 +38,12 @@ impl std::fmt::Debug for ClientRecord {
 
 /// Stores a client; `false` if the id is taken.
 pub fn insert(conn: &mut DbConn, client: &ClientRecord) -> Result<bool, StorageError> {
-    let inserted = conn.write_transaction(|conn| {
+    conn.insert_unless_taken(|conn| {
         diesel::insert_into(clients::table)
             .values(client)
-            .execute(conn)
-            .map_err(Taken::Diesel)
-    });
-    match inserted {
-        Ok(_) => Ok(true),
-        Err(Taken::Diesel(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
-            Ok(false)
-        }
-        Err(Taken::Diesel(e)) => Err(e.into()),
-        Err(Taken::Storage(e)) => Err(e),
-    }
-}
-
-enum Taken {
-    Diesel(DieselError),
-    Storage(StorageError),
-}
-
-impl From<StorageError> for Taken {
-    fn from(e: StorageError) -> Self {
-        Taken::Storage(e)
-    }
+            .execute(conn)?;
+        Ok(())
+    })
 }
 
 pub fn find(conn: &mut DbConn, client_id: &str) -> Result<Option<ClientRecord>, StorageError> {

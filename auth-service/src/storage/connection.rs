@@ -71,6 +71,47 @@ impl DbConn {
     }
 }
 
+/// Why [`DbConn::insert_unless_taken`]'s work stopped: diesel's error kept whole (for the
+/// unique-violation check), or a storage error.
+pub enum Refusal {
+    Diesel(diesel::result::Error),
+    Storage(StorageError),
+}
+
+impl From<diesel::result::Error> for Refusal {
+    fn from(e: diesel::result::Error) -> Self {
+        Refusal::Diesel(e)
+    }
+}
+
+impl From<StorageError> for Refusal {
+    fn from(e: StorageError) -> Self {
+        Refusal::Storage(e)
+    }
+}
+
+impl DbConn {
+    /// Runs inserts in a (sub)transaction of their own and reports `false` when a unique
+    /// constraint refused them: a taken name or a repeated id is an outcome, not an error.
+    /// (After a failed statement PostgreSQL refuses further queries in the transaction
+    /// until it is rolled back; the savepoint keeps the caller's transaction usable.)
+    pub fn insert_unless_taken<F>(&mut self, insert: F) -> Result<bool, StorageError>
+    where
+        F: FnOnce(&mut DbConn) -> Result<(), Refusal>,
+    {
+        use diesel::result::{DatabaseErrorKind, Error as DieselError};
+        match self.write_transaction(insert) {
+            Ok(()) => Ok(true),
+            Err(Refusal::Diesel(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _,
+            ))) => Ok(false),
+            Err(Refusal::Diesel(e)) => Err(e.into()),
+            Err(Refusal::Storage(e)) => Err(e),
+        }
+    }
+}
+
 /// Opens connections of the configured backend and prepares each one.
 pub struct ConnectionManager {
     pub(crate) url: DatabaseUrl,

@@ -2,7 +2,6 @@
 //! id, and the per-user lock that orders those reports against logins.
 
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::model::UserId;
 use crate::storage::schema::user_events;
@@ -25,8 +24,7 @@ pub fn insert(
     kind: &str,
     received_at: i64,
 ) -> Result<bool, StorageError> {
-    // A savepoint, so a repeat leaves the caller's transaction usable on PostgreSQL.
-    let inserted = conn.write_transaction(|conn| {
+    conn.insert_unless_taken(|conn| {
         diesel::insert_into(user_events::table)
             .values(NewRow {
                 event_id,
@@ -34,28 +32,9 @@ pub fn insert(
                 kind,
                 received_at,
             })
-            .execute(conn)
-            .map_err(Repeat::Diesel)
-    });
-    match inserted {
-        Ok(_) => Ok(true),
-        Err(Repeat::Diesel(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
-            Ok(false)
-        }
-        Err(Repeat::Diesel(e)) => Err(e.into()),
-        Err(Repeat::Storage(e)) => Err(e),
-    }
-}
-
-enum Repeat {
-    Diesel(DieselError),
-    Storage(StorageError),
-}
-
-impl From<StorageError> for Repeat {
-    fn from(e: StorageError) -> Self {
-        Repeat::Storage(e)
-    }
+            .execute(conn)?;
+        Ok(())
+    })
 }
 
 /// The position of the latest report about anyone (0 before the first): noted before the

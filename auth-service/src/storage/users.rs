@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::model::{Role, Roles, UserId};
 use crate::storage::schema::{user_roles, users};
@@ -135,44 +134,26 @@ pub fn insert(conn: &mut DbConn, user: &NewUser<'_>) -> Result<Inserted, Storage
         created_at: user.now,
         updated_at: user.now,
     };
-    // In its own (sub)transaction: after a failed statement PostgreSQL refuses further
-    // queries in the same transaction until it is rolled back.
-    let inserted = conn.write_transaction(|conn| {
+    let inserted = conn.insert_unless_taken(|conn| {
         diesel::insert_into(users::table)
             .values(&row)
-            .execute(conn)
-            .map_err(Insert::Diesel)?;
-        replace_roles(conn, &user.id, user.roles).map_err(Insert::Storage)
-    });
-    match inserted {
-        Ok(()) => Ok(Inserted::Yes),
-        Err(Insert::Diesel(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
-            let name_taken = users::table
-                .filter(users::username_key.eq(&row.username_key))
-                .count()
-                .get_result::<i64>(conn)?
-                > 0;
-            Ok(if name_taken {
-                Inserted::UsernameTaken
-            } else {
-                Inserted::EmailTaken
-            })
-        }
-        Err(Insert::Diesel(e)) => Err(e.into()),
-        Err(Insert::Storage(e)) => Err(e),
+            .execute(conn)?;
+        replace_roles(conn, &user.id, user.roles)?;
+        Ok(())
+    })?;
+    if inserted {
+        return Ok(Inserted::Yes);
     }
-}
-
-/// Keeps diesel's error whole for the unique-violation check above.
-enum Insert {
-    Diesel(DieselError),
-    Storage(StorageError),
-}
-
-impl From<StorageError> for Insert {
-    fn from(e: StorageError) -> Self {
-        Insert::Storage(e)
-    }
+    let name_taken = users::table
+        .filter(users::username_key.eq(&row.username_key))
+        .count()
+        .get_result::<i64>(conn)?
+        > 0;
+    Ok(if name_taken {
+        Inserted::UsernameTaken
+    } else {
+        Inserted::EmailTaken
+    })
 }
 
 pub fn find(conn: &mut DbConn, id: &UserId) -> Result<Option<UserRecord>, StorageError> {
