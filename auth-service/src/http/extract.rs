@@ -135,7 +135,7 @@ pub enum BasicError {
 /// as RFC 6749 2.3.1 asks.
 pub fn basic_credentials(value: &header::HeaderValue) -> Result<(String, String), BasicError> {
     use base64::Engine;
-    let value = value.to_str().map_err(|_| BasicError::Malformed)?;
+    let value = ascii(value).ok_or(BasicError::Malformed)?;
     let (scheme, encoded) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(BasicError::NotBasic);
@@ -147,13 +147,20 @@ pub fn basic_credentials(value: &header::HeaderValue) -> Result<(String, String)
         .ok_or(BasicError::Malformed)?;
     let (id, secret) = decoded.split_once(':').ok_or(BasicError::Malformed)?;
     let form_decode = |s: &str| {
-        // `+` is a space in form encoding.
-        percent_encoding::percent_decode_str(&s.replace('+', " "))
-            .decode_utf8()
+        crate::http::form::decode_strict(s)
             .map(|c| c.into_owned())
-            .map_err(|_| BasicError::Malformed)
+            .ok_or(BasicError::Malformed)
     };
     Ok((form_decode(id)?, form_decode(secret)?))
+}
+
+/// A header value as text, if it is ASCII, as `HeaderValue::to_str` asks; checked a word at a
+/// time rather than a byte at a time (this runs on every /verify and introspection; the
+/// header has already been parsed, so it holds no control characters but a tab).
+fn ascii(value: &header::HeaderValue) -> Option<&str> {
+    std::str::from_utf8(value.as_bytes())
+        .ok()
+        .filter(|v| v.is_ascii())
 }
 
 /// The token of an `Authorization: Bearer …` header.
@@ -166,13 +173,7 @@ pub fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
     if value.len() > MAX_TOKEN_BYTES + 16 {
         return Err(InvalidToken("token is too large").into());
     }
-    // ASCII only, as `HeaderValue::to_str` asks, checked a word at a time rather than a byte
-    // at a time (this runs on every /verify; the header has already been parsed, so it holds
-    // no control characters but a tab).
-    let value = std::str::from_utf8(value.as_bytes())
-        .ok()
-        .filter(|v| v.is_ascii())
-        .ok_or(InvalidToken("authorization header is not valid"))?;
+    let value = ascii(value).ok_or(InvalidToken("authorization header is not valid"))?;
     let (scheme, token) = value
         .split_once(' ')
         .ok_or(InvalidToken("authorization header is not a bearer token"))?;

@@ -38,24 +38,43 @@ pub async fn count_requests(
         .app_data::<web::Data<crate::http::AppState>>()
         .map(|s| s.metrics.clone());
     let listener = req.app_data::<Listener>().map_or("unknown", |l| l.0);
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let res = next.call(req).await?;
     if let Some(metrics) = metrics {
         let route = res
             .request()
             .match_pattern()
             .unwrap_or_else(|| "unmatched".into());
-        let status = res.status().as_u16().to_string();
+        let status = res.status();
+        let status = status.as_str();
         metrics
             .http_requests
-            .with_label_values(&[listener, &route, &method, &status])
+            .with_label_values(&[listener, &route, method, status])
             .inc();
         metrics
             .http_latency
-            .with_label_values(&[listener, &route, &status])
+            .with_label_values(&[listener, &route, status])
             .observe(started.elapsed().as_secs_f64());
     }
     Ok(res)
+}
+
+/// The `method` label: the methods HTTP defines, and `other` for the rest, so a client
+/// inventing methods cannot grow the label set (and the memory behind it) without bound.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::TRACE => "TRACE",
+        M::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 /// Which listener an app serves, for the `listener` label.

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod browser;
 pub mod error;
 pub mod extract;
+pub mod form;
 pub mod health;
 pub mod metrics;
 pub mod oauth;

@@ -6,17 +6,18 @@
 //! (`client_secret_post`), never both. Errors have RFC 6749's shape,
 //! `{"error", "error_description"}`.
 
-use actix_web::error::UrlencodedError;
+use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use serde::{Deserialize, Serialize};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError};
+use futures_util::future::LocalBoxFuture;
+use serde::Serialize;
 
 use crate::domain::Error;
 use crate::domain::clients::Client;
 use crate::domain::sessions::{Introspection, IssuedTokens};
-use crate::http::State;
 use crate::http::extract::{BasicError, MAX_BODY_BYTES, basic_credentials};
+use crate::http::{State, form};
 use crate::model::ClientInfo;
 
 /// An OAuth error answer (RFC 6749 5.2, RFC 7662, RFC 7009).
@@ -134,24 +135,10 @@ impl From<Error> for OAuthError {
     }
 }
 
-/// Form bodies of the OAuth endpoints: a bad one is `invalid_request`.
-pub fn form_config() -> web::FormConfig {
-    web::FormConfig::default()
-        .limit(MAX_BODY_BYTES)
-        .error_handler(|err: UrlencodedError, _req| {
-            let description = match err {
-                UrlencodedError::ContentType => {
-                    "the body must be application/x-www-form-urlencoded".to_string()
-                }
-                UrlencodedError::Overflow { .. } => "the body is too large".to_string(),
-                other => format!("the body could not be read: {other}"),
-            };
-            OAuthError::invalid_request(description).into()
-        })
-}
-
-/// The body of `POST /oauth/token`, `/oauth/introspect` and `/oauth/revoke`.
-#[derive(Deserialize)]
+/// The body of `POST /oauth/token`, `/oauth/introspect` and `/oauth/revoke`: a form, read
+/// and decoded by [`crate::http::form`]. A bad body, or a parameter given twice (RFC 6749
+/// 3.1), is `invalid_request`; parameters it does not know are ignored.
+#[derive(Default)]
 pub struct OAuthForm {
     grant_type: Option<String>,
     refresh_token: Option<String>,
@@ -162,6 +149,57 @@ pub struct OAuthForm {
     token_type_hint: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+}
+
+impl OAuthForm {
+    fn parse(body: &[u8]) -> Result<OAuthForm, OAuthError> {
+        let mut form = OAuthForm::default();
+        for (name, value) in form::pairs(body) {
+            let slot = match name.as_ref() {
+                "grant_type" => &mut form.grant_type,
+                "refresh_token" => &mut form.refresh_token,
+                "username" => &mut form.username,
+                "scope" => &mut form.scope,
+                "token" => &mut form.token,
+                "token_type_hint" => &mut form.token_type_hint,
+                "client_id" => &mut form.client_id,
+                "client_secret" => &mut form.client_secret,
+                "password" => {
+                    if form.password.is_some() {
+                        return Err(given_twice("password"));
+                    }
+                    form.password = Some(value.into_owned().into());
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(given_twice(&name));
+            }
+            *slot = Some(value.into_owned());
+        }
+        Ok(form)
+    }
+}
+
+fn given_twice(name: &str) -> OAuthError {
+    OAuthError::invalid_request(format!("{name} is given more than once"))
+}
+
+impl FromRequest for OAuthForm {
+    type Error = OAuthError;
+    type Future = LocalBoxFuture<'static, Result<OAuthForm, OAuthError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let body = form::read(&req, &mut payload, MAX_BODY_BYTES)
+                .await
+                .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+            OAuthForm::parse(&body)
+        })
+    }
 }
 
 /// The client's credentials, from `Authorization: Basic` or the body; `None` when neither
@@ -216,9 +254,9 @@ async fn client(
     }
 }
 
-fn required(value: &Option<String>, name: &str) -> Result<String, OAuthError> {
+fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, OAuthError> {
     match value.as_deref() {
-        Some(v) if !v.is_empty() => Ok(v.to_string()),
+        Some(v) if !v.is_empty() => Ok(v),
         _ => Err(OAuthError::invalid_request(format!("{name} is required"))),
     }
 }
@@ -255,7 +293,7 @@ pub async fn token(
     state: State,
     req: HttpRequest,
     info: ClientInfo,
-    form: web::Form<OAuthForm>,
+    form: OAuthForm,
 ) -> Result<HttpResponse, OAuthError> {
     let client = client(&state, &req, &form).await?;
     if form.grant_type.as_deref() == Some("client_credentials") {
@@ -287,7 +325,7 @@ pub async fn token(
     let tokens = match form.grant_type.as_deref() {
         Some("refresh_token") => {
             let refresh_token = required(&form.refresh_token, "refresh_token")?;
-            sessions.refresh(&refresh_token, None, info).await?
+            sessions.refresh(refresh_token, None, info).await?
         }
         Some("password") => {
             // RFC 9700 advises against this grant: only for clients registered for it.
@@ -302,7 +340,7 @@ pub async fn token(
                 .password
                 .clone()
                 .ok_or_else(|| OAuthError::invalid_request("password is required"))?;
-            sessions.login(&username, password, info).await?
+            sessions.login(username, password, info).await?
         }
         Some(other) => {
             return Err(OAuthError::new(
@@ -324,7 +362,7 @@ pub async fn token(
 pub async fn introspect(
     state: State,
     req: HttpRequest,
-    form: web::Form<OAuthForm>,
+    form: OAuthForm,
 ) -> Result<HttpResponse, OAuthError> {
     let Some(client) = client(&state, &req, &form).await? else {
         return Err(Error::InvalidClient.into());
@@ -339,7 +377,7 @@ pub async fn introspect(
     let token = required(&form.token, "token")?;
     let found = state
         .services
-        .introspect(&token, form.token_type_hint.as_deref())
+        .introspect(token, form.token_type_hint.as_deref())
         .await?;
     let answer = match found {
         // Made once per verified token, like /verify's answer.
@@ -406,11 +444,11 @@ pub async fn revoke(
     state: State,
     req: HttpRequest,
     info: ClientInfo,
-    form: web::Form<OAuthForm>,
+    form: OAuthForm,
 ) -> Result<HttpResponse, OAuthError> {
     // Credentials, when given, must be right; a public client gives none.
     client(&state, &req, &form).await?;
     let token = required(&form.token, "token")?;
-    state.services.sessions.revoke_token(&token, info).await?;
+    state.services.sessions.revoke_token(token, info).await?;
     Ok(HttpResponse::Ok().finish())
 }

@@ -8,7 +8,6 @@ use actix_web::{HttpResponse, ResponseError, web};
 
 use crate::http::error::ApiError;
 use crate::http::extract::{json_config, path_config, query_config};
-use crate::http::oauth::form_config;
 use crate::http::verify::verify_json_config;
 use crate::http::{account, admin, auth, health, metrics, oauth, user_events, verify, wellknown};
 
@@ -70,16 +69,8 @@ pub fn configure_public(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(wellknown::authorization_server)),
         )
         .service(resource("/openapi.json", "GET").route(web::get().to(wellknown::openapi)))
-        .service(
-            resource("/oauth/token", "POST")
-                .app_data(form_config())
-                .route(web::post().to(oauth::token)),
-        )
-        .service(
-            resource("/oauth/revoke", "POST")
-                .app_data(form_config())
-                .route(web::post().to(oauth::revoke)),
-        )
+        .service(resource("/oauth/token", "POST").route(web::post().to(oauth::token)))
+        .service(resource("/oauth/revoke", "POST").route(web::post().to(oauth::revoke)))
         .service(health_routes())
         .default_service(web::to(not_found));
 }
@@ -95,11 +86,7 @@ pub fn configure_internal(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(verify::verify_get))
                 .route(web::post().to(verify::verify_post)),
         )
-        .service(
-            resource("/oauth/introspect", "POST")
-                .app_data(form_config())
-                .route(web::post().to(oauth::introspect)),
-        )
+        .service(resource("/oauth/introspect", "POST").route(web::post().to(oauth::introspect)))
         .service(
             resource("/internal/user-events", "POST").route(web::post().to(user_events::report)),
         )

@@ -57,6 +57,17 @@ both_backends! {
         let pattern = "auth_http_requests_total{listener=\"public\",method=\"GET\",route=\"/admin/users/{id}\",status=\"404\"}";
         assert_eq!(sample(&text, pattern), 1.0, "{text}");
         assert!(!text.contains(&user.to_string()));
+        assert_eq!(sample(&scrape(&app).await, "auth_http_requests_total{listener=\"internal\",method=\"other\",route=\"/verify\",status=\"405\"}"), 0.0);
+        // Methods a client invents are one label, not one each: the label set stays bounded.
+        for invented in ["BREW", "WHEN", "PROPFIND"] {
+            let method = reqwest::Method::from_bytes(invented.as_bytes()).unwrap();
+            let r = app.client.request(method, format!("{}/verify", app.internal)).send().await.unwrap();
+            assert_eq!(r.status(), 405);
+        }
+        let text = scrape(&app).await;
+        let invented = "auth_http_requests_total{listener=\"internal\",method=\"other\",route=\"/verify\",status=\"405\"}";
+        assert_eq!(sample(&text, invented), 3.0, "{text}");
+        assert!(!text.contains("BREW") && !text.contains("PROPFIND"), "{text}");
         assert!(sample(&text, "auth_state{of=\"revocation_index_size\"}") >= 1.0, "{text}");
         assert!(sample(&text, "auth_state{of=\"db_pool_connections\"}") >= 1.0, "{text}");
         assert!(text.contains("auth_state{of=\"hash_queue_depth\"} 0"), "{text}");

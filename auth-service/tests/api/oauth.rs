@@ -271,3 +271,100 @@ both_backends! {
         assert_eq!(app.send(ask(&at)).await.body, json!({"active": false}));
     }
 }
+
+/// Form bodies: percent-escapes and `+` are decoded, a UTF-8 charset is accepted and any
+/// other refused, a parameter given twice or a body over the limit is `invalid_request`, and
+/// none of these changes anything.
+#[actix_web::test]
+async fn form_bodies_are_read_as_rfc_6749_asks() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let rs = app
+        .create_client(
+            "posts-api",
+            Permissions {
+                introspect: true,
+                ..Permissions::default()
+            },
+        )
+        .await;
+    let (at, rt) = app.signed_in("alice").await;
+    let raw = |body: String, content_type: &str| {
+        app.client
+            .post(format!("{}/oauth/introspect", app.internal))
+            .header("content-type", content_type)
+            .basic_auth("posts-api", Some(&rs))
+            .body(body)
+    };
+    const FORM: &str = "application/x-www-form-urlencoded";
+    // Every byte of the token escaped still names the token; so does `token_type_hint`
+    // written with an escape and a `+`-free value.
+    let escaped: String = at.bytes().map(|b| format!("%{b:02X}")).collect();
+    for body in [
+        format!("token={at}"),
+        format!("token={escaped}"),
+        format!("t%6Fken={at}&&unknown=x+y"),
+    ] {
+        let r = app.send(raw(body.clone(), FORM)).await;
+        assert_eq!(
+            (r.status.as_u16(), &r.body["active"]),
+            (200, &json!(true)),
+            "{body}: {}",
+            r.body
+        );
+    }
+    for content_type in [
+        "application/x-www-form-urlencoded; charset=UTF-8",
+        "Application/X-WWW-Form-Urlencoded;charset=\"utf-8\"",
+    ] {
+        let r = app.send(raw(format!("token={at}"), content_type)).await;
+        assert_eq!(r.body["active"], true, "{content_type}: {}", r.body);
+    }
+    for content_type in [
+        "application/x-www-form-urlencoded; charset=iso-8859-1",
+        "application/json",
+        "text/plain",
+    ] {
+        assert_oauth_error(
+            &app.send(raw(format!("token={at}"), content_type)).await,
+            400,
+            "invalid_request",
+        );
+    }
+    let r = app.send(raw(format!("token={at}&token={rt}"), FORM)).await;
+    assert_oauth_error(&r, 400, "invalid_request");
+    assert!(
+        r.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("token"),
+        "{}",
+        r.body
+    );
+    let huge = format!("token={at}&padding={}", "x".repeat(17 * 1024));
+    assert_oauth_error(&app.send(raw(huge, FORM)).await, 400, "invalid_request");
+    // At the token endpoint too, and nothing was used up: the refresh token still rotates once.
+    let token = |body: String| {
+        app.client
+            .post(format!("{}/oauth/token", app.public))
+            .header("content-type", FORM)
+            .body(body)
+    };
+    let r = app
+        .send(token(format!(
+            "grant_type=refresh_token&refresh_token={rt}&refresh_token={rt}"
+        )))
+        .await;
+    assert_oauth_error(&r, 400, "invalid_request");
+    let r = app
+        .send(token(format!(
+            "grant_type=refresh_token&refresh_token={rt}&password=a&password=b"
+        )))
+        .await;
+    assert_oauth_error(&r, 400, "invalid_request");
+    let r = app
+        .send(token(format!(
+            "grant_type=refresh%5Ftoken&refresh_token={rt}"
+        )))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
