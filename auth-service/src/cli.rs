@@ -1,7 +1,8 @@
 //! The `auth-service` command line: `serve` (the default), `migrate`, `check-config`, `user`,
 //! `client`, `keys` and `prune`. Operator commands work on the database directly over one
 //! connection, with the same rules and audit trail as the HTTP API; a running server picks up
-//! the sessions they end, and a key rotation, within `revocation.poll_interval`.
+//! the sessions they end within `revocation.poll_interval`, and a key rotation by itself at
+//! the time the new key signs from.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -54,10 +55,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Make a new access-token key active (same algorithm). The old one stays published and
-    /// accepted until every token it signed has expired. Running servers sharing keys.dir
-    /// switch within revocation.poll_interval. Refused when the key is configured.
-    Rotate,
+    /// Publish a new access-token key (same algorithm) that signs from a few minutes on:
+    /// twice revocation.poll_interval plus the JWKS max-age (300 s), so every server sharing
+    /// keys.dir, and every verifier's cached key set, accepts it before any token carries it.
+    /// Servers switch to it then by themselves; the old key stays published and accepted
+    /// until every token it signed has expired. Refused while a rotation is pending, and
+    /// when the key is configured.
+    Rotate {
+        /// Make the new key sign at once (one instance, or an emergency; discards a pending
+        /// key). Servers that have not re-read keys.dir yet refuse its tokens for up to one
+        /// revocation.poll_interval, and verifiers with a cached key set meet an unknown kid.
+        #[arg(long)]
+        now: bool,
+    },
     /// List the access-token keys: kid, algorithm and state. Never prints key material.
     List,
 }
@@ -313,36 +323,71 @@ fn user(settings: &Settings, cmd: UserCommand) -> Result<(), String> {
 }
 
 fn keys(settings: &Settings, cmd: KeysCommand) -> Result<(), String> {
-    use crate::security::keys::{self, KeyState};
+    use crate::security::keys::{self, Activation, KeyState};
     let now = SystemClock.now();
     match cmd {
-        KeysCommand::Rotate => {
-            let r = keys::rotate(settings, now).map_err(|e| describe(&e))?;
-            println!(
-                "new active access-token key: kid={} ({})",
-                r.new_kid,
-                r.algorithm.as_str()
-            );
-            match r.retired {
-                Some((kid, until)) => println!(
-                    "retired kid={kid}: still published and accepted until {}",
-                    format_time(until)
-                ),
-                None => println!("there was no key before: nothing retired"),
+        KeysCommand::Rotate { now: at_once } => {
+            let activation = if at_once {
+                Activation::Now
+            } else {
+                Activation::Scheduled
+            };
+            let r = keys::rotate(settings, now, activation).map_err(|e| describe(&e))?;
+            for kid in &r.committed {
+                println!("completed the rotation to kid={kid}: its time had come");
+            }
+            let (alg, dir) = (r.algorithm.as_str(), settings.keys_dir());
+            let poll = humantime::format_duration(settings.revocation.poll_interval.get());
+            if r.signs_from > now {
+                let wait = std::time::Duration::from_secs(r.signs_from.abs_diff(now));
+                println!(
+                    "pending access-token key: kid={} ({alg}), published now, signs from {} (in {})",
+                    r.new_kid,
+                    format_time(r.signs_from),
+                    humantime::format_duration(wait)
+                );
+                if let Some((kid, until)) = &r.retired {
+                    println!(
+                        "then it retires kid={kid}: still published and accepted until {}",
+                        format_time(*until)
+                    );
+                }
+                println!(
+                    "running servers sharing {} accept it within {poll} and switch to it by \
+                     themselves at that time; nothing more to run",
+                    dir.display()
+                );
+            } else {
+                println!("new active access-token key: kid={} ({alg})", r.new_kid);
+                match &r.retired {
+                    Some((kid, until)) => println!(
+                        "retired kid={kid}: still published and accepted until {}",
+                        format_time(*until)
+                    ),
+                    None => println!("there was no key before: nothing retired"),
+                }
+                for kid in &r.discarded {
+                    println!("discarded pending kid={kid}: it never signed");
+                }
+                if r.retired.is_some() {
+                    println!(
+                        "running servers sharing {} switch within {poll}; until then one that has \
+                         not re-read the directory refuses tokens signed with the new key",
+                        dir.display()
+                    );
+                }
             }
             for kid in r.dropped {
                 println!("dropped expired kid={kid}");
             }
-            println!(
-                "running servers sharing {} switch within {}",
-                settings.keys_dir().display(),
-                humantime::format_duration(settings.revocation.poll_interval.get())
-            );
         }
         KeysCommand::List => {
             for key in keys::list(settings, now).map_err(|e| describe(&e))? {
                 let state = match key.state {
                     KeyState::Active => "active".to_string(),
+                    KeyState::Pending { from } => {
+                        format!("pending, signs from {}", format_time(from))
+                    }
                     KeyState::Retired { until } => format!("retired until {}", format_time(until)),
                     KeyState::Expired { since } => format!("expired since {}", format_time(since)),
                     KeyState::Configured => "accepted (keys.verification_keys)".to_string(),
@@ -357,13 +402,7 @@ fn keys(settings: &Settings, cmd: KeysCommand) -> Result<(), String> {
 
 /// Unix seconds as RFC 3339 (UTC).
 fn format_time(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("@{unix}"))
+    crate::security::keys::rfc3339(unix)
 }
 
 fn client(settings: &Settings, cmd: ClientCommand) -> Result<(), String> {

@@ -228,9 +228,11 @@ pub async fn start_with_clock(
             }
         }
     });
-    // A key rotation (`keys rotate`, here or on another replica sharing keys.dir): the new
-    // active key and the retired ones, re-read off the async workers; expired retired keys
-    // drop out the same way.
+    // A key rotation (`keys rotate`, here or on another replica sharing keys.dir), re-read
+    // off the async workers: a pending key verifies (and is published) from the first re-read
+    // after it was written, and signs from the first re-read at or after its time by this
+    // clock, though no file changes then (the signing kid differs, so that is a change too);
+    // expired retired keys drop out the same way.
     {
         let (settings, key_state) = (settings.clone(), state.clone());
         actix_web::rt::spawn(async move {

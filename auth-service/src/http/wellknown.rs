@@ -7,8 +7,9 @@ use actix_web::http::header;
 
 use crate::http::State;
 
-/// How long clients may keep the key set.
-const MAX_AGE_SECS: u32 = 300;
+/// How long clients may keep the key set (and the metadata): the one value `keys rotate`
+/// waits out before a new key signs.
+const MAX_AGE_SECS: i64 = crate::security::keys::JWKS_MAX_AGE_SECS;
 
 pub async fn jwks(state: State) -> HttpResponse {
     HttpResponse::Ok()

@@ -1,11 +1,17 @@
 //! Signing and verification keys: loaded from configuration, or generated on first start and
 //! kept in the data directory (mode 0600) so that a restart keeps every session valid.
 //!
-//! A generated access-token key can be rotated (`auth-service keys rotate`, [`rotate`]): the
-//! new key replaces the active file, and the old key's public half (an HS256 key's secret)
-//! moves to `retired/` under a name that records when it was retired. Loading accepts a
-//! retired key until every token it can have signed has expired ([`retired_until`]); running
-//! servers re-read the directory every `revocation.poll_interval`.
+//! A generated access-token key is rotated in two steps (`auth-service keys rotate`,
+//! [`rotate`]), so that a new key is published and accepted everywhere before anyone signs
+//! with it. The new key is first written beside the active one as a *pending* key, under a
+//! name that records when it starts signing ([`publish_lead_secs`] later). Until then loading
+//! makes it a verifying key only; from then on loading makes it the signing key, and the key
+//! it replaces a retired one, retired at that time. Running servers re-read the directory
+//! every `revocation.poll_interval` with their own clock, so every replica switches by itself
+//! at about that time. The next rotation tidies up: the replaced key's public half (an HS256
+//! key's secret) goes to `retired/` under a name that records its retirement time, and the
+//! pending key becomes the active file. Loading accepts a retired key until every token it
+//! can have signed has expired ([`retired_until`]).
 //!
 //! Each key fixes its own algorithm; the algorithm named in a token's header is only ever
 //! compared against it, never used to choose how to verify.
@@ -421,72 +427,7 @@ impl Keys {
     ) -> Result<Keys, SettingsError> {
         let k = &settings.keys;
         let dir = settings.keys_dir();
-
-        // Access tokens.
-        let (setting, material) = match (&k.signing_key, &k.signing_key_file) {
-            (Some(s), _) => ("keys.signing_key", s.clone()),
-            (None, Some(path)) => (
-                "keys.signing_key_file",
-                crate::config::read_secret_file("keys.signing_key_file", path)?,
-            ),
-            (None, None) => (
-                "keys.signing_key",
-                missing(
-                    "keys.signing_key",
-                    &generated_access_key_path(&dir, k.algorithm),
-                    k.algorithm,
-                )?,
-            ),
-        };
-        let (encoding, verifying, public) = parse_private(setting, k.algorithm, &material)?;
-        let kid = k
-            .kid
-            .clone()
-            .unwrap_or_else(|| derive_kid(k.algorithm, &public));
-        let mut access_verifying = HashMap::from([(kid.clone(), verifying)]);
-        if generated_access_key(settings) {
-            let until = |retired_at| retired_until(settings, retired_at);
-            for retired in retired_keys(&dir, k.algorithm) {
-                if now > until(retired.retired_at) || access_verifying.contains_key(&retired.kid) {
-                    continue;
-                }
-                match retired.key {
-                    Ok(key) => {
-                        access_verifying.insert(retired.kid, key);
-                    }
-                    // One damaged file must not stop the service or hide a new active key.
-                    Err(e) => log::warn!("ignoring a retired access-token key: {e}"),
-                }
-            }
-        }
-        for (i, extra) in k.verification_keys.iter().enumerate() {
-            let setting = format!("keys.verification_keys[{i}]");
-            let material = match (&extra.key, &extra.key_file) {
-                (Some(s), None) => s.clone(),
-                (None, Some(path)) => crate::config::read_secret_file(&setting, path)?,
-                _ => {
-                    return Err(SettingsError(format!(
-                        "{setting}: set exactly one of key or key_file"
-                    )));
-                }
-            };
-            if extra.kid.is_empty() || access_verifying.contains_key(&extra.kid) {
-                return Err(SettingsError(format!(
-                    "{setting}.kid: must be non-empty and unique (\"{}\")",
-                    extra.kid
-                )));
-            }
-            let key = parse_public(&setting, extra.algorithm, &material)?;
-            access_verifying.insert(extra.kid.clone(), key);
-        }
-        let access = KeySet {
-            signing: SigningKey {
-                kid,
-                algorithm: jwt_algorithm(k.algorithm),
-                key: encoding,
-            },
-            verifying: access_verifying,
-        };
+        let (access, _) = access_keys(settings, now, &missing)?;
 
         // Refresh tokens: an HMAC key that never leaves this service.
         let (setting, material) = match (&k.refresh_secret, &k.refresh_secret_file) {
@@ -526,6 +467,153 @@ impl Keys {
     }
 }
 
+/// A function that reads (or makes) the generated access-token key's material when no key
+/// is configured: see [`Keys::load_with`].
+type Missing<'a> =
+    dyn Fn(&str, &Path, SigningAlgorithm) -> Result<SecretString, SettingsError> + 'a;
+
+/// The access-token keys at `now`, and every one of them listed with where it stands, in
+/// `keys list` order: the signing key, the configured verification keys, then the pending
+/// and retired keys of `keys.dir`.
+fn access_keys(
+    settings: &Settings,
+    now: i64,
+    missing: &Missing<'_>,
+) -> Result<(KeySet, Vec<KeyListing>), SettingsError> {
+    let k = &settings.keys;
+    let (alg, dir) = (k.algorithm, settings.keys_dir());
+    // Pending keys first, then the active file, then retired keys: a commit (see `commit`)
+    // retires the replaced key, then copies the pending key over the active file, then
+    // removes the pending file, so reading in this order never misses the signing key or the
+    // key it replaced, however the directory changes in between.
+    let pending = if rotation_refused(settings).is_none() {
+        pending_keys(&dir, alg)
+    } else {
+        Vec::new()
+    };
+    let (setting, material) = match (&k.signing_key, &k.signing_key_file) {
+        (Some(s), _) => ("keys.signing_key", s.clone()),
+        (None, Some(path)) => (
+            "keys.signing_key_file",
+            crate::config::read_secret_file("keys.signing_key_file", path)?,
+        ),
+        (None, None) => (
+            "keys.signing_key",
+            missing(
+                "keys.signing_key",
+                &generated_access_key_path(&dir, alg),
+                alg,
+            )?,
+        ),
+    };
+    let (encoding, verifying, public) = parse_private(setting, alg, &material)?;
+    let kid = k.kid.clone().unwrap_or_else(|| derive_kid(alg, &public));
+    let mut signing = (kid, encoding, verifying);
+    // Every key but the signing one: where it stands, and its verifying half if readable.
+    let mut others: Vec<(String, KeyState, Option<VerifyingKey>)> = Vec::new();
+    let retired_state = |retired_at| {
+        let until = retired_until(settings, retired_at);
+        if now > until {
+            KeyState::Expired { since: until }
+        } else {
+            KeyState::Retired { until }
+        }
+    };
+    for next in pending {
+        match next.key {
+            Err(e) => others.push((next.kid, KeyState::Unreadable(e.0), None)),
+            // Being committed: the active file holds it already.
+            Ok(_) if next.kid == signing.0 => {}
+            // Its time has come: it signs, and the key it replaces is retired since then.
+            Ok(key) if next.activates_at <= now => {
+                let (kid, _, verifying) =
+                    std::mem::replace(&mut signing, (next.kid, key.encoding, key.verifying));
+                others.push((kid, retired_state(next.activates_at), Some(verifying)));
+            }
+            Ok(key) => others.push((
+                next.kid,
+                KeyState::Pending {
+                    from: next.activates_at,
+                },
+                Some(key.verifying),
+            )),
+        }
+    }
+    if generated_access_key(settings) {
+        for retired in retired_keys(&dir, alg) {
+            let known =
+                retired.kid == signing.0 || others.iter().any(|(kid, ..)| *kid == retired.kid);
+            if known {
+                continue;
+            }
+            others.push(match retired.key {
+                Ok(key) => (retired.kid, retired_state(retired.retired_at), Some(key)),
+                Err(e) => (retired.kid, KeyState::Unreadable(e.0), None),
+            });
+        }
+    }
+    let (signing_kid, signing_key, signing_verifying) = signing;
+    let mut verifying = HashMap::from([(signing_kid.clone(), signing_verifying)]);
+    let mut listing = vec![KeyListing {
+        kid: signing_kid.clone(),
+        algorithm: alg,
+        state: KeyState::Active,
+    }];
+    let mut in_dir = Vec::new();
+    for (kid, state, key) in others {
+        match (&state, key) {
+            (KeyState::Pending { .. } | KeyState::Retired { .. }, Some(key)) => {
+                verifying.insert(kid.clone(), key);
+            }
+            // One damaged file must not stop the service or hide the signing key.
+            (KeyState::Unreadable(why), _) => {
+                log::warn!("ignoring an access-token key in keys.dir: {why}")
+            }
+            _ => {}
+        }
+        in_dir.push(KeyListing {
+            kid,
+            algorithm: alg,
+            state,
+        });
+    }
+    for (i, extra) in k.verification_keys.iter().enumerate() {
+        let setting = format!("keys.verification_keys[{i}]");
+        let material = match (&extra.key, &extra.key_file) {
+            (Some(s), None) => s.clone(),
+            (None, Some(path)) => crate::config::read_secret_file(&setting, path)?,
+            _ => {
+                return Err(SettingsError(format!(
+                    "{setting}: set exactly one of key or key_file"
+                )));
+            }
+        };
+        if extra.kid.is_empty() || verifying.contains_key(&extra.kid) {
+            return Err(SettingsError(format!(
+                "{setting}.kid: must be non-empty and unique (\"{}\")",
+                extra.kid
+            )));
+        }
+        let key = parse_public(&setting, extra.algorithm, &material)?;
+        verifying.insert(extra.kid.clone(), key);
+        listing.push(KeyListing {
+            kid: extra.kid.clone(),
+            algorithm: extra.algorithm,
+            state: KeyState::Configured,
+        });
+    }
+    listing.extend(in_dir);
+    let set = KeySet {
+        signing: SigningKey {
+            kid: signing_kid,
+            algorithm: jwt_algorithm(alg),
+            key: signing_key,
+        },
+        verifying,
+    };
+    Ok((set, listing))
+}
+
 /// Whether the access-token key is the generated one in `keys.dir` (so `keys rotate` may
 /// replace it), rather than one given by configuration.
 fn generated_access_key(settings: &Settings) -> bool {
@@ -534,10 +622,25 @@ fn generated_access_key(settings: &Settings) -> bool {
 
 /// How long after its retirement a key may still have signed a token: a replica goes on
 /// signing with it until it next reads `keys.dir`, which it does every
-/// `revocation.poll_interval`; twice that, rounded up to whole seconds, bounds it.
+/// `revocation.poll_interval`; twice that, rounded up to whole seconds, bounds it (and
+/// leaves room for replicas' clocks to differ by up to one interval).
 pub fn reload_grace_secs(settings: &Settings) -> i64 {
     let poll = settings.revocation.poll_interval.get();
     i64::try_from(poll.as_millis().saturating_mul(2).div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
+/// How long a verifier may cache `/.well-known/jwks.json`: its `Cache-Control: max-age`
+/// (`http/wellknown.rs` sends this value; an API test reads it back from the header).
+pub const JWKS_MAX_AGE_SECS: i64 = 300;
+
+/// How long `keys rotate` publishes a new key before it signs: every replica re-reads
+/// `keys.dir` within [`reload_grace_secs`], and a key set a verifier fetched from a replica
+/// just before that re-read stays cached for up to [`JWKS_MAX_AGE_SECS`]. After both, every
+/// replica and every cached key set knows the new key. (Many JWKS clients fetch the set
+/// again when they meet an unknown `kid`, but not all do, and some only after a cool-down,
+/// so the wait does not rely on it.)
+pub fn publish_lead_secs(settings: &Settings) -> i64 {
+    reload_grace_secs(settings).saturating_add(JWKS_MAX_AGE_SECS)
 }
 
 /// Until when (Unix seconds, inclusive) a key retired at `retired_at` must still verify:
@@ -558,26 +661,42 @@ struct RetiredKey {
     key: Result<VerifyingKey, SettingsError>,
 }
 
+/// A key `keys rotate` published ahead of the time it signs from, as found in `keys.dir`.
+struct PendingKey {
+    path: PathBuf,
+    kid: String,
+    activates_at: i64,
+    key: Result<PendingMaterial, SettingsError>,
+}
+
+struct PendingMaterial {
+    material: SecretString,
+    encoding: EncodingKey,
+    verifying: VerifyingKey,
+}
+
 fn retired_dir(dir: &Path) -> PathBuf {
     dir.join("retired")
 }
 
-/// `access-eddsa.retired-<unix time>.<kid>.pem` (the extension as the active file's).
-fn retired_key_name(alg: SigningAlgorithm, retired_at: i64, kid: &str) -> String {
+/// `access-eddsa.<label>-<unix time>.<kid>.pem` (the extension as the active file's).
+fn key_file_name(alg: SigningAlgorithm, label: &str, at: i64, kid: &str) -> String {
     let active = generated_access_key_path(Path::new(""), alg);
     let active = active.to_string_lossy();
     let (stem, ext) = active.split_once('.').unwrap_or((&active, ""));
-    format!("{stem}.retired-{retired_at}.{kid}.{ext}")
+    format!("{stem}.{label}-{at}.{kid}.{ext}")
 }
 
-/// The retirement time and `kid` a retired key's file name records, for `alg`'s files.
-fn parse_retired_key_name(alg: SigningAlgorithm, name: &str) -> Option<(i64, String)> {
+/// The time and `kid` a [`key_file_name`] with `label` records, for `alg`'s files.
+fn parse_key_file_name(alg: SigningAlgorithm, label: &str, name: &str) -> Option<(i64, String)> {
     let active = generated_access_key_path(Path::new(""), alg);
     let active = active.to_string_lossy();
     let (stem, ext) = active.split_once('.')?;
     let rest = name
         .strip_prefix(stem)?
-        .strip_prefix(".retired-")?
+        .strip_prefix('.')?
+        .strip_prefix(label)?
+        .strip_prefix('-')?
         .strip_suffix(ext)?
         .strip_suffix('.')?;
     let (at, kid) = rest.split_once('.')?;
@@ -589,6 +708,25 @@ fn parse_retired_key_name(alg: SigningAlgorithm, name: &str) -> Option<(i64, Str
         return None;
     }
     Some((at.parse().ok()?, kid.to_string()))
+}
+
+/// A retired key's file: `access-eddsa.retired-<unix time>.<kid>.pem` in `retired/`.
+fn retired_key_name(alg: SigningAlgorithm, retired_at: i64, kid: &str) -> String {
+    key_file_name(alg, "retired", retired_at, kid)
+}
+
+fn parse_retired_key_name(alg: SigningAlgorithm, name: &str) -> Option<(i64, String)> {
+    parse_key_file_name(alg, "retired", name)
+}
+
+/// A pending key's file, beside the active one: `access-eddsa.next-<unix time>.<kid>.pem`,
+/// named after the time it signs from.
+fn pending_key_name(alg: SigningAlgorithm, activates_at: i64, kid: &str) -> String {
+    key_file_name(alg, "next", activates_at, kid)
+}
+
+fn parse_pending_key_name(alg: SigningAlgorithm, name: &str) -> Option<(i64, String)> {
+    parse_key_file_name(alg, "next", name)
 }
 
 /// Every retired key of `alg` in `dir/retired`, oldest first; none when there is no such
@@ -627,6 +765,49 @@ fn retired_keys(dir: &Path, alg: SigningAlgorithm) -> Vec<RetiredKey> {
     keys
 }
 
+/// Every pending key of `alg` in `dir`, earliest first. A file that is gone by the time it
+/// is read (committed or discarded meanwhile) is left out.
+fn pending_keys(dir: &Path, alg: SigningAlgorithm) -> Vec<PendingKey> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<PendingKey> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = entry.file_name();
+            let (activates_at, named_kid) = parse_pending_key_name(alg, name.to_str()?)?;
+            let path = entry.path();
+            let setting = format!("keys.dir: {}", path.display());
+            let material = match crate::config::read_secret_file(&setting, &path) {
+                Err(_) if !path.exists() => return None,
+                read => read,
+            };
+            let key = material.and_then(|material| {
+                let (encoding, verifying, public) = parse_private(&setting, alg, &material)?;
+                let kid = derive_kid(alg, &public);
+                if kid != named_kid {
+                    return Err(SettingsError(format!(
+                        "{setting}: holds the key {kid}, not {named_kid}"
+                    )));
+                }
+                Ok(PendingMaterial {
+                    material,
+                    encoding,
+                    verifying,
+                })
+            });
+            Some(PendingKey {
+                path,
+                kid: named_kid,
+                activates_at,
+                key,
+            })
+        })
+        .collect();
+    keys.sort_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)));
+    keys
+}
+
 /// The bytes a key's `kid` is derived from (see `parse_private`).
 fn public_bytes(key: &VerifyingKey, material: &SecretString) -> Vec<u8> {
     key.public
@@ -647,6 +828,75 @@ fn replace_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> SettingsError {
+    SettingsError(format!(
+        "keys rotate: cannot {what} {}: {e}",
+        path.display()
+    ))
+}
+
+/// Writes key material (or a public key) to `path` with [`replace_private`], and a newline.
+fn write_key(path: &Path, text: &str) -> Result<(), SettingsError> {
+    let mut contents = format!("{text}\n").into_bytes();
+    let written = replace_private(path, &contents);
+    contents.fill(0);
+    written.map_err(|e| io_error("write", path, e))
+}
+
+/// The `kid` of the generated key `material`.
+fn kid_of(alg: SigningAlgorithm, material: &SecretString) -> Result<String, SettingsError> {
+    let (_, _, public) = parse_private("keys.signing_key", alg, material)?;
+    Ok(derive_kid(alg, &public))
+}
+
+/// Keeps the public half of the key `material` (an HS256 key's secret) under `retired/`,
+/// named after `retired_at` and its `kid`.
+fn retire(
+    dir: &Path,
+    alg: SigningAlgorithm,
+    material: &SecretString,
+    kid: &str,
+    retired_at: i64,
+) -> Result<(), SettingsError> {
+    let kept = match alg {
+        SigningAlgorithm::HS256 => SecretString::from(material.expose_secret().to_string()),
+        _ => SecretString::from(public_pem(alg, material)?),
+    };
+    let retired_dir = retired_dir(dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&retired_dir)
+        .map_err(|e| io_error("create", &retired_dir, e))?;
+    let path = retired_dir.join(retired_key_name(alg, retired_at, kid));
+    write_key(&path, kept.expose_secret())
+}
+
+/// Makes a pending key whose time has come the active file's key, in three steps that each
+/// leave a directory loading to the same keys (see `access_keys`): the key it replaces goes
+/// to `retired/`, retired at the pending key's time (unless every token it signed has
+/// expired already); then the pending key is copied over the active file; then its own file
+/// is removed.
+fn commit(
+    settings: &Settings,
+    next: &PendingKey,
+    material: &SecretString,
+    now: i64,
+) -> Result<(), SettingsError> {
+    let alg = settings.keys.algorithm;
+    let dir = settings.keys_dir();
+    let active = generated_access_key_path(&dir, alg);
+    let current = crate::config::read_secret_file("keys.signing_key", &active)?;
+    let current_kid = kid_of(alg, &current)?;
+    if current_kid != next.kid {
+        if now <= retired_until(settings, next.activates_at) {
+            retire(&dir, alg, &current, &current_kid, next.activates_at)?;
+        }
+        write_key(&active, material.expose_secret())?;
+    }
+    std::fs::remove_file(&next.path).map_err(|e| io_error("remove", &next.path, e))
 }
 
 /// Why `keys rotate` would not rotate.
@@ -676,87 +926,154 @@ fn rotation_refused(settings: &Settings) -> Option<String> {
     None
 }
 
+/// When [`rotate`] makes the new key sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// [`publish_lead_secs`] from now: published and accepted everywhere first.
+    Scheduled,
+    /// At once (`keys rotate --now`): for up to one `revocation.poll_interval`, a replica
+    /// that has not re-read `keys.dir` yet refuses the new key's tokens, and a verifier with
+    /// a cached key set meets an unknown `kid`.
+    Now,
+}
+
 /// What [`rotate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotation {
     pub algorithm: SigningAlgorithm,
     pub new_kid: String,
-    /// The key that was active, and until when it stays accepted; `None` when there was no
-    /// key yet (one has just been generated).
+    /// When the new key signs from (Unix seconds): now, with [`Activation::Now`] or when
+    /// there was no key yet; else [`publish_lead_secs`] later, and it is published meanwhile.
+    pub signs_from: i64,
+    /// The key the new one replaces at `signs_from`, and until when that one stays accepted;
+    /// `None` when there was no key yet (one has just been generated).
     pub retired: Option<(String, i64)>,
+    /// Pending keys whose time had come, made the active file's key first (oldest first).
+    pub committed: Vec<String>,
+    /// Pending keys that [`Activation::Now`] removed before their time: they never signed.
+    pub discarded: Vec<String>,
     /// Retired keys whose time had passed, removed from `keys.dir`.
     pub dropped: Vec<String>,
 }
 
-/// Makes a new access-token key active in `keys.dir`: the old key's public half (an HS256
-/// key's secret) is first kept under `retired/`, then the new key replaces the active file
-/// (both written whole, then renamed into place, so a server reading the directory at any
-/// moment finds a complete, consistent set). Retired keys past their time are removed.
-pub fn rotate(settings: &Settings, now: i64) -> Result<Rotation, SettingsError> {
+/// Rotates the generated access-token key in `keys.dir`. A pending key whose time has come
+/// is committed first (see `commit`). Then a new key is written (whole, then renamed into
+/// place, so a server reading the directory at any moment finds a complete, consistent set):
+/// as a pending key that signs from [`publish_lead_secs`] later ([`Activation::Scheduled`];
+/// refused while another rotation is pending), or over the active file, after the old key's
+/// public half is kept under `retired/` and before any pending key is discarded
+/// ([`Activation::Now`]). Retired keys past their time are removed.
+pub fn rotate(
+    settings: &Settings,
+    now: i64,
+    activation: Activation,
+) -> Result<Rotation, SettingsError> {
     if let Some(why) = rotation_refused(settings) {
         return Err(SettingsError(format!("keys rotate: {why}")));
     }
     let alg = settings.keys.algorithm;
     let dir = settings.keys_dir();
     let active = generated_access_key_path(&dir, alg);
-    let io = |what: &str, path: &Path, e: std::io::Error| {
-        SettingsError(format!(
-            "keys rotate: cannot {what} {}: {e}",
-            path.display()
-        ))
-    };
     if !active.exists() {
         // Nothing to retire: the key a first start would generate (another instance may win
         // the race and generate it; then that one is the active key).
         let material = load_or_generate("keys.signing_key", &active, alg)?;
-        let (_, _, public) = parse_private("keys.signing_key", alg, &material)?;
         return Ok(Rotation {
             algorithm: alg,
-            new_kid: derive_kid(alg, &public),
+            new_kid: kid_of(alg, &material)?,
+            signs_from: now,
             retired: None,
+            committed: Vec::new(),
+            discarded: Vec::new(),
             dropped: Vec::new(),
         });
     }
-    let retired = {
-        let old = crate::config::read_secret_file("keys.signing_key", &active)?;
-        let (_, _, public) = parse_private("keys.signing_key", alg, &old)?;
-        let old_kid = derive_kid(alg, &public);
-        let kept = match alg {
-            SigningAlgorithm::HS256 => old.expose_secret().to_string(),
-            _ => public_pem(alg, &old)?,
+    let mut due = Vec::new();
+    let mut waiting = Vec::new();
+    for next in pending_keys(&dir, alg) {
+        let material = match &next.key {
+            Ok(key) => key.material.clone(),
+            Err(e) => {
+                return Err(SettingsError(format!(
+                    "keys rotate: {}; that key never signed: remove the file and run again",
+                    e.0
+                )));
+            }
         };
-        let retired_dir = retired_dir(&dir);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&retired_dir)
-            .map_err(|e| io("create", &retired_dir, e))?;
-        let path = retired_dir.join(retired_key_name(alg, now, &old_kid));
-        let mut contents = format!("{kept}\n").into_bytes();
-        let written = replace_private(&path, &contents);
-        contents.fill(0);
-        written.map_err(|e| io("write", &path, e))?;
-        Some((old_kid, retired_until(settings, now)))
-    };
+        if next.activates_at <= now {
+            due.push((next, material));
+        } else {
+            waiting.push(next);
+        }
+    }
+    if let (Activation::Scheduled, Some(next)) = (activation, waiting.first()) {
+        return Err(SettingsError(format!(
+            "keys rotate: a rotation is pending already: kid={} signs from {} (in {}). \
+             Run `keys rotate` again after that, or `keys rotate --now` to discard it and make \
+             a new key sign at once",
+            next.kid,
+            rfc3339(next.activates_at),
+            humantime::format_duration(std::time::Duration::from_secs(
+                next.activates_at.abs_diff(now)
+            ))
+        )));
+    }
+    let mut committed = Vec::new();
+    for (next, material) in due {
+        commit(settings, &next, &material, now)?;
+        committed.push(next.kid);
+    }
+    let old = crate::config::read_secret_file("keys.signing_key", &active)?;
+    let old_kid = kid_of(alg, &old)?;
     let material = generate(alg)?;
-    let (_, _, public) = parse_private("keys.signing_key", alg, &material)?;
-    let mut contents = format!("{}\n", material.expose_secret()).into_bytes();
-    let written = replace_private(&active, &contents);
-    contents.fill(0);
-    written.map_err(|e| io("write", &active, e))?;
+    let new_kid = kid_of(alg, &material)?;
+    let mut discarded = Vec::new();
+    let signs_from = match activation {
+        Activation::Now => {
+            retire(&dir, alg, &old, &old_kid, now)?;
+            write_key(&active, material.expose_secret())?;
+            for next in waiting {
+                std::fs::remove_file(&next.path).map_err(|e| io_error("remove", &next.path, e))?;
+                discarded.push(next.kid);
+            }
+            now
+        }
+        Activation::Scheduled => {
+            let at = now.saturating_add(publish_lead_secs(settings));
+            write_key(
+                &dir.join(pending_key_name(alg, at, &new_kid)),
+                material.expose_secret(),
+            )?;
+            at
+        }
+    };
     let mut dropped = Vec::new();
     for old in retired_keys(&dir, alg) {
         if now > retired_until(settings, old.retired_at) {
-            std::fs::remove_file(&old.path).map_err(|e| io("remove", &old.path, e))?;
+            std::fs::remove_file(&old.path).map_err(|e| io_error("remove", &old.path, e))?;
             dropped.push(old.kid);
         }
     }
     Ok(Rotation {
         algorithm: alg,
-        new_kid: derive_kid(alg, &public),
-        retired,
+        new_kid,
+        signs_from,
+        retired: Some((old_kid, retired_until(settings, signs_from))),
+        committed,
+        discarded,
         dropped,
     })
+}
+
+/// Unix seconds as RFC 3339 (UTC), for messages.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{unix}"))
 }
 
 /// Where an access-token key stands.
@@ -764,13 +1081,16 @@ pub fn rotate(settings: &Settings, now: i64) -> Result<Rotation, SettingsError> 
 pub enum KeyState {
     /// Signs new tokens.
     Active,
+    /// Published by `keys rotate`, verifying tokens already; signs from this time (Unix
+    /// seconds) on.
+    Pending { from: i64 },
     /// Verifies tokens until this time (Unix seconds), then is dropped.
     Retired { until: i64 },
     /// Retired, and past its time: no longer loaded (the next rotation removes its file).
     Expired { since: i64 },
     /// Listed under `keys.verification_keys`: accepted while configured.
     Configured,
-    /// A file in `keys.dir/retired` that cannot be read as a key (never loaded).
+    /// A file in `keys.dir` that cannot be read as a key (never loaded).
     Unreadable(String),
 }
 
@@ -782,16 +1102,13 @@ pub struct KeyListing {
     pub state: KeyState,
 }
 
-/// The access-token keys and where each stands at `now`: the active one, those configured
-/// as verification keys, and (for a generated key) every retired one still on disk. Reads
-/// only; a key not generated yet is reported as an error.
+/// The access-token keys and where each stands at `now`: the one signing, those configured
+/// as verification keys, and (for a generated key) every pending and retired one still on
+/// disk. Reads only; a key not generated yet is reported as an error.
 pub fn list(settings: &Settings, now: i64) -> Result<Vec<KeyListing>, SettingsError> {
-    let keys = Keys::load_with(settings, now, |setting, path, alg| {
+    let (_, listing) = access_keys(settings, now, &|setting, path, _| {
         if path.exists() {
             crate::config::read_secret_file(setting, path)
-        } else if setting != "keys.signing_key" {
-            // Not listed: a throwaway stands in for a refresh secret not generated yet.
-            generate(alg)
         } else {
             Err(SettingsError(format!(
                 "{setting}: no key at {} yet (the server generates one when it first \
@@ -800,38 +1117,7 @@ pub fn list(settings: &Settings, now: i64) -> Result<Vec<KeyListing>, SettingsEr
             )))
         }
     })?;
-    let alg = settings.keys.algorithm;
-    let mut out = vec![KeyListing {
-        kid: keys.access.signing.kid.clone(),
-        algorithm: alg,
-        state: KeyState::Active,
-    }];
-    for extra in &settings.keys.verification_keys {
-        out.push(KeyListing {
-            kid: extra.kid.clone(),
-            algorithm: extra.algorithm,
-            state: KeyState::Configured,
-        });
-    }
-    if generated_access_key(settings) {
-        for retired in retired_keys(&settings.keys_dir(), alg) {
-            if retired.kid == keys.access.signing.kid {
-                continue;
-            }
-            let until = retired_until(settings, retired.retired_at);
-            let state = match retired.key {
-                Err(e) => KeyState::Unreadable(e.to_string()),
-                Ok(_) if now > until => KeyState::Expired { since: until },
-                Ok(_) => KeyState::Retired { until },
-            };
-            out.push(KeyListing {
-                kid: retired.kid,
-                algorithm: alg,
-                state,
-            });
-        }
-    }
-    Ok(out)
+    Ok(listing)
 }
 
 #[cfg(test)]
@@ -956,6 +1242,8 @@ mod tests {
         kids
     }
 
+    /// `keys rotate --now`: the new key signs at once, as rotations did before they were
+    /// published first.
     #[test]
     fn a_retired_key_verifies_until_its_last_token_expired_then_drops_out() {
         const T: i64 = 1_800_000_000;
@@ -963,11 +1251,12 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let s = rotation_settings(dir.path(), &[("AUTH__KEYS__ALGORITHM", alg)]);
             let first = Keys::load_at(&s, T - 100).unwrap().access.signing.kid;
-            let r = rotate(&s, T).unwrap();
+            let r = rotate(&s, T, Activation::Now).unwrap();
             let until = T + 2 + 60 + 5;
             assert_eq!(r.retired, Some((first.clone(), until)), "{alg}");
+            assert_eq!(r.signs_from, T);
             assert_ne!(r.new_kid, first);
-            assert!(r.dropped.is_empty());
+            assert!(r.dropped.is_empty() && r.committed.is_empty() && r.discarded.is_empty());
 
             let keys = Keys::load_at(&s, T).unwrap();
             assert_eq!(keys.access.signing.kid, r.new_kid, "{alg}");
@@ -1002,7 +1291,7 @@ mod tests {
             );
 
             // The next rotation removes the expired file and keeps the one it retires.
-            let again = rotate(&s, until + 1).unwrap();
+            let again = rotate(&s, until + 1, Activation::Now).unwrap();
             assert_eq!(again.dropped, std::slice::from_ref(&first));
             assert_eq!(again.retired.as_ref().map(|r| &r.0), Some(&r.new_kid));
             let files = std::fs::read_dir(dir.path().join("keys/retired"))
@@ -1020,9 +1309,10 @@ mod tests {
         const T: i64 = 1_800_000_000;
         let dir = tempfile::tempdir().unwrap();
         let s = rotation_settings(dir.path(), &[]);
-        let r = rotate(&s, T).unwrap();
+        let r = rotate(&s, T, Activation::Scheduled).unwrap();
         assert_eq!(r.retired, None, "no key before: just one generated");
-        let r = rotate(&s, T).unwrap();
+        assert_eq!(r.signs_from, T, "and it signs at once");
+        let r = rotate(&s, T, Activation::Now).unwrap();
         let (old, _) = r.retired.unwrap();
         let retired = dir.path().join("keys/retired");
         let name = retired_key_name(SigningAlgorithm::EdDSA, T, &old);
@@ -1055,7 +1345,7 @@ mod tests {
     }
 
     #[test]
-    fn retired_key_names_round_trip() {
+    fn retired_and_pending_key_names_round_trip() {
         for alg in SigningAlgorithm::ALL {
             let name = retired_key_name(alg, 1_800_000_000, "a-b_C9");
             assert_eq!(
@@ -1063,11 +1353,20 @@ mod tests {
                 Some((1_800_000_000, "a-b_C9".to_string())),
                 "{name}"
             );
+            assert_eq!(parse_pending_key_name(alg, &name), None, "{name}");
+            let name = pending_key_name(alg, 1_800_000_302, "a-b_C9");
+            assert_eq!(
+                parse_pending_key_name(alg, &name),
+                Some((1_800_000_302, "a-b_C9".to_string())),
+                "{name}"
+            );
+            assert_eq!(parse_retired_key_name(alg, &name), None, "{name}");
         }
         let eddsa = SigningAlgorithm::EdDSA;
         for name in [
             "access-eddsa.pem",
             "access-eddsa.retired-1.kid.pem.tmp-abc",
+            "access-eddsa.retired-1.kid.tmp-abc",
             "access-eddsa.retired-x.kid.pem",
             "access-eddsa.retired-1..pem",
             "access-eddsa.retired-1.k.i.d.pem",
@@ -1075,6 +1374,304 @@ mod tests {
         ] {
             assert_eq!(parse_retired_key_name(eddsa, name), None, "{name}");
         }
+        for name in [
+            "access-eddsa.next-1.kid.tmp-abc",
+            "access-eddsa.next-.kid.pem",
+            "access-eddsa.nextx-1.kid.pem",
+            "access-es256.next-1.kid.pem",
+            "refresh-hs256.secret",
+        ] {
+            assert_eq!(parse_pending_key_name(eddsa, name), None, "{name}");
+        }
+    }
+
+    /// What `keys list` says of each key at `now`.
+    fn states(s: &Settings, now: i64) -> Vec<(String, KeyState)> {
+        list(s, now)
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.kid, k.state))
+            .collect()
+    }
+
+    fn sorted(kids: &[&String]) -> Vec<String> {
+        let mut kids: Vec<String> = kids.iter().map(|k| k.to_string()).collect();
+        kids.sort();
+        kids
+    }
+
+    fn pending_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("keys"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".next-"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_pending_key_verifies_before_its_time_and_signs_from_then() {
+        use std::os::unix::fs::PermissionsExt;
+        const T: i64 = 1_800_000_000;
+        for alg in ["EdDSA", "ES256", "HS256"] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = rotation_settings(dir.path(), &[("AUTH__KEYS__ALGORITHM", alg)]);
+            let first = Keys::load_at(&s, T - 100).unwrap().access.signing.kid;
+            let r = rotate(&s, T, Activation::Scheduled).unwrap();
+            // Twice the reload interval (1 s), plus the JWKS max-age.
+            let at = T + 2 + 300;
+            assert_eq!(publish_lead_secs(&s), 2 + 300);
+            assert_eq!(r.signs_from, at, "{alg}");
+            let until = at + 2 + 60 + 5;
+            assert_eq!(r.retired, Some((first.clone(), until)), "{alg}");
+            assert_ne!(r.new_kid, first);
+            assert!(r.committed.is_empty() && r.discarded.is_empty() && r.dropped.is_empty());
+
+            // On disk: the active file untouched, the new key beside it (private), nothing
+            // retired yet.
+            let file =
+                dir.path()
+                    .join("keys")
+                    .join(pending_key_name(s.keys.algorithm, at, &r.new_kid));
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{alg}");
+            assert!(!dir.path().join("keys/retired").exists(), "{alg}");
+
+            let both = sorted(&[&first, &r.new_kid]);
+            for now in [T, at - 1] {
+                let keys = Keys::reload_at(&s, now).unwrap();
+                assert_eq!(keys.access.signing.kid, first, "{alg}: not its time yet");
+                assert_eq!(accepted(&keys), both, "{alg}: but accepted already");
+            }
+            if alg != "HS256" {
+                let published: Vec<_> = Keys::reload_at(&s, T)
+                    .unwrap()
+                    .access
+                    .jwks()
+                    .keys
+                    .into_iter()
+                    .filter_map(|k| k.common.key_id)
+                    .collect();
+                assert_eq!(published, both, "{alg}: published before it signs");
+            }
+            for now in [at, until] {
+                let keys = Keys::reload_at(&s, now).unwrap();
+                assert_eq!(
+                    keys.access.signing.kid, r.new_kid,
+                    "{alg}: its time has come"
+                );
+                assert_eq!(accepted(&keys), both, "{alg}: the old key retired at {at}");
+            }
+            let keys = Keys::reload_at(&s, until + 1).unwrap();
+            assert_eq!(accepted(&keys), std::slice::from_ref(&r.new_kid), "{alg}");
+
+            assert_eq!(
+                states(&s, T),
+                [
+                    (first.clone(), KeyState::Active),
+                    (r.new_kid.clone(), KeyState::Pending { from: at })
+                ]
+            );
+            assert_eq!(
+                states(&s, at),
+                [
+                    (r.new_kid.clone(), KeyState::Active),
+                    (first.clone(), KeyState::Retired { until })
+                ]
+            );
+            assert_eq!(
+                states(&s, until + 1),
+                [
+                    (r.new_kid.clone(), KeyState::Active),
+                    (first.clone(), KeyState::Expired { since: until })
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_rotation_waits_for_the_pending_one_then_completes_it() {
+        const T: i64 = 1_800_000_000;
+        for alg in ["EdDSA", "HS256"] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = rotation_settings(dir.path(), &[("AUTH__KEYS__ALGORITHM", alg)]);
+            let first = Keys::load_at(&s, T).unwrap().access.signing.kid;
+            let r = rotate(&s, T, Activation::Scheduled).unwrap();
+            let at = r.signs_from;
+
+            // Not while it is pending: refused, naming it and its time, changing nothing.
+            let before = std::fs::read_dir(dir.path().join("keys")).unwrap().count();
+            let e = rotate(&s, at - 1, Activation::Scheduled)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                e.contains("pending") && e.contains(&r.new_kid) && e.contains(&rfc3339(at)),
+                "{e}"
+            );
+            assert!(e.contains("--now"), "{e}");
+            let after = std::fs::read_dir(dir.path().join("keys")).unwrap().count();
+            assert_eq!(before, after, "{alg}: wrote nothing");
+
+            // Once its time has come, the next rotation completes it first: the active file
+            // holds it, the old key is kept in retired/ as retired at `at`.
+            let later = at + 10;
+            let again = rotate(&s, later, Activation::Scheduled).unwrap();
+            assert_eq!(again.committed, std::slice::from_ref(&r.new_kid), "{alg}");
+            assert_eq!(
+                again.retired,
+                Some((r.new_kid.clone(), retired_until(&s, later + 302)))
+            );
+            let active = crate::config::read_secret_file(
+                "k",
+                &generated_access_key_path(&dir.path().join("keys"), s.keys.algorithm),
+            )
+            .unwrap();
+            assert_eq!(kid_of(s.keys.algorithm, &active).unwrap(), r.new_kid);
+            let retired = std::fs::read_dir(dir.path().join("keys/retired"))
+                .unwrap()
+                .map(|e| e.unwrap())
+                .collect::<Vec<_>>();
+            assert_eq!(retired.len(), 1, "{alg}");
+            assert_eq!(
+                retired[0].file_name().to_string_lossy(),
+                retired_key_name(s.keys.algorithm, at, &first)
+            );
+            let text = std::fs::read_to_string(retired[0].path()).unwrap();
+            assert!(!text.contains("PRIVATE"), "{alg}: {text}");
+            assert_eq!(
+                pending_files(dir.path()),
+                [pending_key_name(
+                    s.keys.algorithm,
+                    later + 302,
+                    &again.new_kid
+                )]
+            );
+            // The same keys as before the files moved, and the third one pending.
+            let keys = Keys::reload_at(&s, later).unwrap();
+            assert_eq!(keys.access.signing.kid, r.new_kid);
+            assert_eq!(
+                accepted(&keys),
+                sorted(&[&first, &r.new_kid, &again.new_kid])
+            );
+            assert_eq!(
+                states(&s, later),
+                [
+                    (r.new_kid.clone(), KeyState::Active),
+                    (
+                        again.new_kid.clone(),
+                        KeyState::Pending { from: later + 302 }
+                    ),
+                    (
+                        first.clone(),
+                        KeyState::Retired {
+                            until: retired_until(&s, at)
+                        }
+                    ),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn completing_a_rotation_long_after_its_time_keeps_no_expired_key() {
+        const T: i64 = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let s = rotation_settings(dir.path(), &[]);
+        Keys::load_at(&s, T).unwrap();
+        let r = rotate(&s, T, Activation::Scheduled).unwrap();
+        let long_after = retired_until(&s, r.signs_from) + 1;
+        let again = rotate(&s, long_after, Activation::Now).unwrap();
+        assert_eq!(again.committed, std::slice::from_ref(&r.new_kid));
+        assert_eq!(again.retired.as_ref().map(|r| &r.0), Some(&r.new_kid));
+        // Only the key just retired is kept; the first one's tokens have all expired.
+        let retired = std::fs::read_dir(dir.path().join("keys/retired"))
+            .unwrap()
+            .count();
+        assert_eq!(retired, 1);
+        assert!(pending_files(dir.path()).is_empty());
+        assert_eq!(
+            accepted(&Keys::reload_at(&s, long_after).unwrap()),
+            sorted(&[&r.new_kid, &again.new_kid])
+        );
+    }
+
+    #[test]
+    fn every_step_of_completing_a_rotation_loads_the_same_keys() {
+        const T: i64 = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let s = rotation_settings(dir.path(), &[]);
+        let alg = s.keys.algorithm;
+        let keys_dir = dir.path().join("keys");
+        let first = Keys::load_at(&s, T).unwrap().access.signing.kid;
+        let r = rotate(&s, T, Activation::Scheduled).unwrap();
+        let now = r.signs_from + 5;
+        let expect = (r.new_kid.clone(), sorted(&[&first, &r.new_kid]));
+        let loaded = || {
+            let keys = Keys::reload_at(&s, now).unwrap();
+            (keys.access.signing.kid.clone(), accepted(&keys))
+        };
+        assert_eq!(loaded(), expect, "before");
+        // The steps of `commit`, one at a time.
+        let active = generated_access_key_path(&keys_dir, alg);
+        let pending = keys_dir.join(pending_key_name(alg, r.signs_from, &r.new_kid));
+        let old = crate::config::read_secret_file("k", &active).unwrap();
+        retire(&keys_dir, alg, &old, &first, r.signs_from).unwrap();
+        assert_eq!(loaded(), expect, "old key retired");
+        let new = crate::config::read_secret_file("k", &pending).unwrap();
+        write_key(&active, new.expose_secret()).unwrap();
+        assert_eq!(loaded(), expect, "new key copied over the active file");
+        std::fs::remove_file(&pending).unwrap();
+        assert_eq!(loaded(), expect, "pending file removed");
+        let listed = states(&s, now);
+        assert_eq!(listed.len(), 2, "{listed:?}");
+    }
+
+    #[test]
+    fn rotate_now_discards_a_pending_key_that_never_signed() {
+        const T: i64 = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let s = rotation_settings(dir.path(), &[]);
+        let first = Keys::load_at(&s, T).unwrap().access.signing.kid;
+        let pending = rotate(&s, T, Activation::Scheduled).unwrap();
+        let r = rotate(&s, T + 1, Activation::Now).unwrap();
+        assert_eq!(r.signs_from, T + 1);
+        assert_eq!(r.discarded, std::slice::from_ref(&pending.new_kid));
+        assert_eq!(r.retired, Some((first.clone(), retired_until(&s, T + 1))));
+        assert!(pending_files(dir.path()).is_empty());
+        let keys = Keys::reload_at(&s, T + 1).unwrap();
+        assert_eq!(keys.access.signing.kid, r.new_kid);
+        assert_eq!(accepted(&keys), sorted(&[&first, &r.new_kid]));
+        // Nor does it come back at the time it would have signed from.
+        let keys = Keys::reload_at(&s, pending.signs_from).unwrap();
+        assert_eq!(keys.access.signing.kid, r.new_kid);
+    }
+
+    #[test]
+    fn a_damaged_pending_key_is_listed_never_loaded_and_stops_a_rotation() {
+        const T: i64 = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let s = rotation_settings(dir.path(), &[]);
+        let first = Keys::load_at(&s, T).unwrap().access.signing.kid;
+        let bad = dir
+            .path()
+            .join("keys")
+            .join(pending_key_name(s.keys.algorithm, T + 1, "broken"));
+        std::fs::write(&bad, "garbage").unwrap();
+        let keys = Keys::reload_at(&s, T + 10).unwrap();
+        assert_eq!(keys.access.signing.kid, first);
+        assert_eq!(accepted(&keys), std::slice::from_ref(&first));
+        let listed = states(&s, T + 10);
+        assert!(
+            matches!(&listed[..], [(_, KeyState::Active), (kid, KeyState::Unreadable(_))] if kid == "broken"),
+            "{listed:?}"
+        );
+        for activation in [Activation::Scheduled, Activation::Now] {
+            let e = rotate(&s, T + 10, activation).err().unwrap().to_string();
+            assert!(e.contains("remove the file"), "{e}");
+        }
+        assert!(!dir.path().join("keys/retired").exists());
     }
 
     #[test]
@@ -1089,10 +1686,15 @@ mod tests {
             ("AUTH__KEYS__KID", "fixed".to_string()),
         ] {
             let s = rotation_settings(dir.path(), &[(setting, value.as_str())]);
-            let e = rotate(&s, 1_800_000_000).err().unwrap().to_string();
-            let name = setting.trim_start_matches("AUTH__").replace("__", ".");
-            assert!(e.contains(&name.to_lowercase()), "{e}");
-            assert!(!e.contains(key.expose_secret()), "no key material in {e}");
+            for activation in [Activation::Scheduled, Activation::Now] {
+                let e = rotate(&s, 1_800_000_000, activation)
+                    .err()
+                    .unwrap()
+                    .to_string();
+                let name = setting.trim_start_matches("AUTH__").replace("__", ".");
+                assert!(e.contains(&name.to_lowercase()), "{e}");
+                assert!(!e.contains(key.expose_secret()), "no key material in {e}");
+            }
         }
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
@@ -1102,13 +1704,15 @@ mod tests {
     }
 
     #[test]
-    fn a_running_server_swaps_keys_and_keeps_verifying_old_tokens() {
+    fn a_running_server_publishes_then_switches_by_itself_and_keeps_verifying_old_tokens() {
         use crate::security::tokens::{AccessGrant, Expiry, Tokens};
         const T: i64 = 1_800_000_000;
         let dir = tempfile::tempdir().unwrap();
         let s = rotation_settings(dir.path(), &[]);
         let keys = Keys::load_at(&s, T).unwrap();
-        let tokens = Tokens::new(keys, &s.tokens);
+        // Two replicas on one keys.dir: `late` has not re-read it since the rotation.
+        let tokens = Tokens::new(keys.clone(), &s.tokens);
+        let late = Tokens::new(keys, &s.tokens);
         let grant = || AccessGrant {
             user_id: crate::model::UserId::random(),
             username: "alice",
@@ -1116,32 +1720,58 @@ mod tests {
             session_id: crate::model::SessionId::random(),
         };
         let kid_of = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+        let published = |t: &Tokens| {
+            let mut kids: Vec<_> = t
+                .jwks()
+                .keys
+                .iter()
+                .filter_map(|k| k.common.key_id.clone())
+                .collect();
+            kids.sort();
+            kids
+        };
         let old = tokens.issue_access(grant(), T).unwrap();
+        let old_kid = kid_of(&old);
 
-        let r = rotate(&s, T).unwrap();
+        let r = rotate(&s, T, Activation::Scheduled).unwrap();
+        let at = r.signs_from;
+        // Re-read: the new key verifies and is published, the old one still signs.
         assert!(tokens.replace_access_keys(Keys::reload_at(&s, T).unwrap().access));
         assert!(
-            !tokens.replace_access_keys(Keys::reload_at(&s, T).unwrap().access),
-            "no change"
+            !tokens.replace_access_keys(Keys::reload_at(&s, at - 1).unwrap().access),
+            "no change until its time"
         );
-        let new = tokens.issue_access(grant(), T).unwrap();
+        assert_eq!(published(&tokens), sorted(&[&old_kid, &r.new_kid]));
+        assert_eq!(kid_of(&tokens.issue_access(grant(), T).unwrap()), old_kid);
+        // A token signed with the new key (here by a replica whose clock is ahead) is
+        // accepted before this one signs with it.
+        let early = Tokens::new(Keys::reload_at(&s, at).unwrap(), &s.tokens);
+        let new = early.issue_access(grant(), at - 1).unwrap();
         assert_eq!(kid_of(&new), r.new_kid);
-        assert_ne!(kid_of(&old), r.new_kid);
-        for t in [&old, &new] {
-            assert!(tokens.check_access(t, Expiry::Enforce, T).is_ok());
+        assert!(tokens.check_access(&new, Expiry::Enforce, at - 1).is_ok());
+
+        // At its time the signing key changes, though no file did.
+        assert!(tokens.replace_access_keys(Keys::reload_at(&s, at).unwrap().access));
+        let newer = tokens.issue_access(grant(), at).unwrap();
+        assert_eq!(kid_of(&newer), r.new_kid);
+        for t in [&old, &new, &newer] {
+            assert!(tokens.check_access(t, Expiry::Ignore, at).is_ok());
         }
-        let published: Vec<_> = tokens
-            .jwks()
-            .keys
-            .iter()
-            .filter_map(|k| k.common.key_id.clone())
-            .collect();
-        assert_eq!(published.len(), 2);
+        // A replica re-reading late (one interval) still signs with the old key meanwhile,
+        // which every replica accepts.
+        let stale = late.issue_access(grant(), at + 1).unwrap();
+        assert_eq!(kid_of(&stale), old_kid);
+        assert!(tokens.check_access(&stale, Expiry::Enforce, at + 1).is_ok());
+        assert!(late.replace_access_keys(Keys::reload_at(&s, at + 1).unwrap().access));
+        assert_eq!(
+            kid_of(&late.issue_access(grant(), at + 1).unwrap()),
+            r.new_kid
+        );
 
         // Once the old key's time has passed, a reload drops it.
         let later = r.retired.unwrap().1 + 1;
         assert!(tokens.replace_access_keys(Keys::reload_at(&s, later).unwrap().access));
-        assert_eq!(tokens.jwks().keys.len(), 1);
+        assert_eq!(published(&tokens), std::slice::from_ref(&r.new_kid));
         assert!(matches!(
             tokens.check_access(&old, Expiry::Ignore, later),
             Err(crate::security::tokens::TokenError::Invalid(_))

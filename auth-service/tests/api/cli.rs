@@ -595,7 +595,7 @@ const ROTATION_ENV: [(&str, &str); 3] = [
     ("AUTH__REVOCATION__POLL_INTERVAL", "200ms"),
 ];
 
-fn keys_command(app: &TestApp, args: &[&str]) -> String {
+fn keys_command_output(app: &TestApp, args: &[&str]) -> std::process::Output {
     let mut c = command(app.data_dir.path());
     c.arg("keys")
         .args(args)
@@ -604,13 +604,32 @@ fn keys_command(app: &TestApp, args: &[&str]) -> String {
     for (k, v) in ROTATION_ENV {
         c.env(k, v);
     }
-    let out = c.output().unwrap();
+    c.output().unwrap()
+}
+
+fn keys_command(app: &TestApp, args: &[&str]) -> String {
+    let out = keys_command_output(app, args);
     assert!(
         out.status.success(),
         "keys {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The word after `prefix` on the line that has it.
+fn word_after<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.split_once(prefix).map(|(_, rest)| rest))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {prefix:?} in {text}"))
+}
+
+/// An RFC 3339 time the command line printed, as Unix seconds.
+fn unix_time(text: &str) -> i64 {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .unix_timestamp()
 }
 
 async fn published_kids(app: &TestApp, public: &str) -> Vec<String> {
@@ -626,6 +645,16 @@ async fn published_kids(app: &TestApp, public: &str) -> Vec<String> {
         .collect();
     kids.sort();
     kids
+}
+
+/// Alice's access token, from the instance at `public`.
+async fn alice_at(app: &TestApp, public: &str) -> String {
+    let body = serde_json::json!({"username": "alice", "password": "correct horse battery"});
+    let r = app
+        .send(app.client.post(format!("{public}/login")).json(&body))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.str("access_token")
 }
 
 /// Waits (the servers re-read keys.dir every 200 ms here) until `done`, for at most 5 s.
@@ -645,7 +674,7 @@ async fn within_seconds<F: std::future::Future<Output = bool>>(
 both_backends! {
     async fn keys_rotate_switches_running_replicas_and_retires_the_old_key(b: Backend) {
         let app = TestApp::spawn_with(b, &ROTATION_ENV).await;
-        // SQLite serves one instance; on PostgreSQL a replica shares keys.dir too.
+        // SQLite serves one instance; on PostgreSQL a replica shares keys.dir (and the clock).
         let replica = match b {
             Backend::Postgres => Some(app.replica(&[]).await),
             _ => None,
@@ -655,21 +684,33 @@ both_backends! {
         let (first, _) = app.signed_in("alice").await;
         let old_kid = header(&first)["kid"].as_str().unwrap().to_string();
         // Issued before the rotation, never verified before it (so not in the verify cache).
-        let old_token = app.login("alice", "correct horse battery").await.str("access_token");
+        let old_token = alice_at(&app, &app.public).await;
         assert_eq!(published_kids(&app, &app.public).await, std::slice::from_ref(&old_kid));
 
+        // The command line runs on the real clock: the new key signs from then + 301 s
+        // (twice the 200 ms reload interval, rounded up, plus the JWKS max-age of 300 s).
+        let before = time::OffsetDateTime::now_utc().unix_timestamp();
         let out = keys_command(&app, &["rotate"]);
-        let new_kid = out
-            .lines()
-            .find_map(|l| l.strip_prefix("new active access-token key: kid="))
-            .and_then(|l| l.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{out}"))
-            .to_string();
+        let after = time::OffsetDateTime::now_utc().unix_timestamp();
+        let new_kid = word_after(&out, "pending access-token key: kid=").to_string();
         assert_ne!(new_kid, old_kid);
-        assert!(out.contains(&format!("retired kid={old_kid}: still published and accepted until")), "{out}");
+        let signs_from = unix_time(word_after(&out, "signs from "));
+        assert!((before + 301..=after + 301).contains(&signs_from), "{out}");
+        assert!(out.contains(&format!("then it retires kid={old_kid}: still published and accepted until")), "{out}");
+        let until = unix_time(word_after(&out, "accepted until "));
+        assert_eq!(until, signs_from + 1 + 60, "{out}");
         assert!(!out.contains("PRIVATE"), "{out}");
+        // A second rotation while this one is pending is refused.
+        let again = keys_command_output(&app, &["rotate"]);
+        assert_eq!(again.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&again.stderr);
+        assert!(err.contains(&format!("a rotation is pending already: kid={new_kid}")), "{err}");
+        let listed = keys_command(&app, &["list"]);
+        assert!(listed.contains(&format!("{old_kid}\tEdDSA\tactive")), "{listed}");
+        assert!(listed.contains(&format!("{new_kid}\tEdDSA\tpending, signs from ")), "{listed}");
+        assert!(!listed.contains("KEY-----"), "{listed}");
 
-        // Both instances switch: new tokens carry the new kid, both keys are published.
+        // Every instance publishes both keys, and still signs with the old one.
         let mut both = vec![old_kid.clone(), new_kid.clone()];
         both.sort();
         for public in &publics {
@@ -677,38 +718,135 @@ both_backends! {
                 published_kids(&app, public).await == both
             })
             .await;
+            assert_eq!(header(&alice_at(&app, public).await)["kid"], old_kid.as_str(), "signs with the old key until {signs_from}");
         }
-        within_seconds("new tokens carry the new kid", || async {
-            let r = app.login("alice", "correct horse battery").await;
-            header(&r.str("access_token"))["kid"] == new_kid.as_str()
-        })
-        .await;
-        let new_token = app.login("alice", "correct horse battery").await.str("access_token");
+        // A token signed with the new key (the pending key file's, with the old token's
+        // claims) is accepted by every instance before any of them signs with it.
+        let pending_file = std::fs::read_dir(app.data_dir.path().join("keys"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().contains(&format!(".next-{signs_from}.{new_kid}.")))
+            .expect("the pending key's file");
+        let mut jwt_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        jwt_header.kid = Some(new_kid.clone());
+        jwt_header.typ = Some("at+jwt".into());
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(&std::fs::read(&pending_file).unwrap()).unwrap();
+        let early_new = jsonwebtoken::encode(&jwt_header, &claims(&old_token), &key).unwrap();
         for internal in &internals {
-            assert_eq!(app.verify_at(internal, &old_token).await.status, 200, "old key still verifies");
+            assert_eq!(app.verify_at(internal, &early_new).await.status, 200, "the new key verifies before it signs");
+            assert_eq!(app.verify_at(internal, &old_token).await.status, 200);
+        }
+
+        // Just before its time: still the old key. Then at its time every instance switches
+        // by itself (nothing else runs), and accepts tokens of both keys.
+        app.advance(u64::try_from(signs_from - 1 - app.now()).unwrap());
+        let last_old = alice_at(&app, &app.public).await;
+        assert_eq!(header(&last_old)["kid"], old_kid.as_str());
+        app.advance(1);
+        for public in &publics {
+            within_seconds("new tokens carry the new kid", || async {
+                header(&alice_at(&app, public).await)["kid"] == new_kid.as_str()
+            })
+            .await;
+            assert_eq!(published_kids(&app, public).await, both);
+        }
+        let new_token = alice_at(&app, &app.public).await;
+        for internal in &internals {
+            assert_eq!(app.verify_at(internal, &last_old).await.status, 200, "old key still verifies");
             assert_eq!(app.verify_at(internal, &new_token).await.status, 200);
         }
 
-        let listed = keys_command(&app, &["list"]);
-        assert!(listed.contains(&format!("{new_kid}\tEdDSA\tactive")), "{listed}");
-        assert!(listed.contains(&format!("{old_kid}\tEdDSA\tretired until ")), "{listed}");
-        assert!(!listed.contains("KEY-----"), "{listed}");
-
         // After access_ttl (+ leeway, + twice the reload interval) every token the old key
         // signed has expired: the servers drop it.
-        app.advance(60 + 1 + 5);
+        app.advance(u64::try_from(until + 1 - app.now()).unwrap());
         for public in &publics {
             within_seconds("the old key is dropped", || async {
                 published_kids(&app, public).await == [new_kid.clone()]
             })
             .await;
         }
-        let fresh = app.login("alice", "correct horse battery").await.str("access_token");
+        let fresh = alice_at(&app, &app.public).await;
         assert_eq!(header(&fresh)["kid"], new_kid.as_str());
         for internal in &internals {
             assert_eq!(app.verify_at(internal, &fresh).await.status, 200);
         }
     }
+}
+
+#[test]
+fn keys_rotate_publishes_first_and_now_switches_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = |args: &[&str]| command(dir.path()).arg("keys").args(args).output().unwrap();
+    let ok = |args: &[&str]| {
+        let out = keys(args);
+        assert!(
+            out.status.success(),
+            "keys {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // No key yet: the first one signs at once.
+    let out = ok(&["rotate"]);
+    let first = word_after(&out, "new active access-token key: kid=").to_string();
+    assert!(out.contains("there was no key before"), "{out}");
+    // The next one is published first (5 s poll interval by default: 10 s + 300 s).
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let out = ok(&["rotate"]);
+    let pending = word_after(&out, "pending access-token key: kid=").to_string();
+    let signs_from = unix_time(word_after(&out, "signs from "));
+    assert!(signs_from >= before + 310, "{out}");
+    assert!(
+        out.contains(&format!("then it retires kid={first}: still published")),
+        "{out}"
+    );
+    let listed = ok(&["list"]);
+    assert!(
+        listed.contains(&format!("{first}\tEdDSA\tactive\n")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("{pending}\tEdDSA\tpending, signs from ")),
+        "{listed}"
+    );
+    let out = keys(&["rotate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("a rotation is pending already: kid={pending}"))
+            && err.contains("--now"),
+        "{err}"
+    );
+    // --now: a new key signs at once; the pending one, which never signed, is discarded.
+    let out = ok(&["rotate", "--now"]);
+    let now_kid = word_after(&out, "new active access-token key: kid=").to_string();
+    assert!(
+        out.contains(&format!(
+            "retired kid={first}: still published and accepted until"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("discarded pending kid={pending}: it never signed")),
+        "{out}"
+    );
+    assert!(
+        out.contains("refuses tokens signed with the new key"),
+        "{out}"
+    );
+    let listed = ok(&["list"]);
+    assert!(
+        listed.contains(&format!("{now_kid}\tEdDSA\tactive")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("{first}\tEdDSA\tretired until ")),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&pending) && !listed.contains("KEY-----"),
+        "{listed}"
+    );
 }
 
 #[test]
