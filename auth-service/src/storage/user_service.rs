@@ -2,7 +2,7 @@
 //! HTTP contract (`user-service-example/` implements it; the README's "User service" part
 //! describes it). Every call carries this service's credentials (HTTP Basic), is bounded by
 //! `users.remote_timeout` and by `users.remote_max_concurrent` calls in flight, and reads
-//! at most [`MAX_ANSWER_BYTES`]. Anything but a contract answer — no connection, a
+//! at most `MAX_ANSWER_BYTES` (64 KiB). Anything but a contract answer — no connection, a
 //! timeout, a 5xx, a refusal of our credentials — is [`StorageError::RemoteUnavailable`]
 //! (a 503): the user service is where users are stored.
 
