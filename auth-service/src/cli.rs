@@ -62,8 +62,8 @@ enum KeysCommand {
     /// until every token it signed has expired. Refused while a rotation is pending, and
     /// when the key is configured.
     Rotate {
-        /// Make the new key sign at once (one instance, or an emergency; discards a pending
-        /// key). Servers that have not re-read keys.dir yet refuse its tokens for up to one
+        /// Make the new key sign at once (one instance, or an emergency; a pending key is
+        /// retired instead of signing). Servers that have not re-read keys.dir yet refuse its tokens for up to one
         /// revocation.poll_interval, and verifiers with a cached key set meet an unknown kid.
         #[arg(long)]
         now: bool,
@@ -367,7 +367,15 @@ fn keys(settings: &Settings, cmd: KeysCommand) -> Result<(), String> {
                     None => println!("there was no key before: nothing retired"),
                 }
                 for kid in &r.discarded {
-                    println!("discarded pending kid={kid}: it never signed");
+                    // Retired with the old key, at the same moment: the same window.
+                    match &r.retired {
+                        Some((_, until)) => println!(
+                            "pending kid={kid} will not sign: retired instead, still accepted \
+                             until {} (in case a replica with a clock ahead began)",
+                            format_time(*until)
+                        ),
+                        None => println!("pending kid={kid} will not sign: retired instead"),
+                    }
                 }
                 if r.retired.is_some() {
                     println!(

@@ -472,6 +472,41 @@ impl Keys {
 type Missing<'a> =
     dyn Fn(&str, &Path, SigningAlgorithm) -> Result<SecretString, SettingsError> + 'a;
 
+/// A key of `keys.dir` other than the signing one: its `kid`, where it stands, and its
+/// verifying half when readable.
+type OtherKey = (String, KeyState, Option<VerifyingKey>);
+
+/// Adds `entry` to `others`, once per `kid`. The same key can be found more than once (a
+/// pending key whose time has come and its copy being committed, or a key retired twice
+/// when a rotation was run again after failing half-way): the entry that keeps it accepted
+/// longest wins, so an expired or damaged copy never hides a good one. Damaged files are
+/// all listed, and never loaded.
+fn place(others: &mut Vec<OtherKey>, entry: OtherKey) {
+    if matches!(entry.1, KeyState::Unreadable(_)) {
+        others.push(entry);
+        return;
+    }
+    let same = others
+        .iter_mut()
+        .find(|(kid, state, _)| *kid == entry.0 && !matches!(state, KeyState::Unreadable(_)));
+    match same {
+        Some(seen) if standing(&entry.1) > standing(&seen.1) => *seen = entry,
+        Some(_) => {}
+        None => others.push(entry),
+    }
+}
+
+/// How long a state keeps a key accepted, to compare two findings of one key.
+fn standing(state: &KeyState) -> (u8, i64) {
+    match state {
+        KeyState::Unreadable(_) => (0, 0),
+        KeyState::Expired { since } => (1, *since),
+        KeyState::Retired { until } => (2, *until),
+        KeyState::Pending { .. } => (3, 0),
+        KeyState::Active | KeyState::Configured => (4, 0),
+    }
+}
+
 /// The access-token keys at `now`, and every one of them listed with where it stands, in
 /// `keys list` order: the signing key, the configured verification keys, then the pending
 /// and retired keys of `keys.dir`.
@@ -510,7 +545,7 @@ fn access_keys(
     let kid = k.kid.clone().unwrap_or_else(|| derive_kid(alg, &public));
     let mut signing = (kid, encoding, verifying);
     // Every key but the signing one: where it stands, and its verifying half if readable.
-    let mut others: Vec<(String, KeyState, Option<VerifyingKey>)> = Vec::new();
+    let mut others: Vec<OtherKey> = Vec::new();
     let retired_state = |retired_at| {
         let until = retired_until(settings, retired_at);
         if now > until {
@@ -521,35 +556,42 @@ fn access_keys(
     };
     for next in pending {
         match next.key {
-            Err(e) => others.push((next.kid, KeyState::Unreadable(e.0), None)),
+            Err(e) => place(&mut others, (next.kid, KeyState::Unreadable(e.0), None)),
             // Being committed: the active file holds it already.
             Ok(_) if next.kid == signing.0 => {}
             // Its time has come: it signs, and the key it replaces is retired since then.
             Ok(key) if next.activates_at <= now => {
                 let (kid, _, verifying) =
                     std::mem::replace(&mut signing, (next.kid, key.encoding, key.verifying));
-                others.push((kid, retired_state(next.activates_at), Some(verifying)));
+                place(
+                    &mut others,
+                    (kid, retired_state(next.activates_at), Some(verifying)),
+                );
             }
-            Ok(key) => others.push((
-                next.kid,
-                KeyState::Pending {
-                    from: next.activates_at,
-                },
-                Some(key.verifying),
-            )),
+            Ok(key) => place(
+                &mut others,
+                (
+                    next.kid,
+                    KeyState::Pending {
+                        from: next.activates_at,
+                    },
+                    Some(key.verifying),
+                ),
+            ),
         }
     }
     if generated_access_key(settings) {
         for retired in retired_keys(&dir, alg) {
-            let known =
-                retired.kid == signing.0 || others.iter().any(|(kid, ..)| *kid == retired.kid);
-            if known {
+            if retired.kid == signing.0 {
                 continue;
             }
-            others.push(match retired.key {
-                Ok(key) => (retired.kid, retired_state(retired.retired_at), Some(key)),
-                Err(e) => (retired.kid, KeyState::Unreadable(e.0), None),
-            });
+            place(
+                &mut others,
+                match retired.key {
+                    Ok(key) => (retired.kid, retired_state(retired.retired_at), Some(key)),
+                    Err(e) => (retired.kid, KeyState::Unreadable(e.0), None),
+                },
+            );
         }
     }
     let (signing_kid, signing_key, signing_verifying) = signing;
@@ -766,7 +808,7 @@ fn retired_keys(dir: &Path, alg: SigningAlgorithm) -> Vec<RetiredKey> {
 }
 
 /// Every pending key of `alg` in `dir`, earliest first. A file that is gone by the time it
-/// is read (committed or discarded meanwhile) is left out.
+/// is read (committed or retired meanwhile) is left out.
 fn pending_keys(dir: &Path, alg: SigningAlgorithm) -> Vec<PendingKey> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -885,6 +927,18 @@ fn commit(
     material: &SecretString,
     now: i64,
 ) -> Result<(), SettingsError> {
+    commit_steps(settings, next, material, now, &mut |_| {})
+}
+
+/// [`commit`], calling `after` with each step's name once it is done (so a test can load
+/// the directory between the real steps, in their real order).
+fn commit_steps(
+    settings: &Settings,
+    next: &PendingKey,
+    material: &SecretString,
+    now: i64,
+    after: &mut dyn FnMut(&str),
+) -> Result<(), SettingsError> {
     let alg = settings.keys.algorithm;
     let dir = settings.keys_dir();
     let active = generated_access_key_path(&dir, alg);
@@ -893,10 +947,14 @@ fn commit(
     if current_kid != next.kid {
         if now <= retired_until(settings, next.activates_at) {
             retire(&dir, alg, &current, &current_kid, next.activates_at)?;
+            after("the replaced key retired");
         }
         write_key(&active, material.expose_secret())?;
+        after("the pending key copied over the active file");
     }
-    std::fs::remove_file(&next.path).map_err(|e| io_error("remove", &next.path, e))
+    std::fs::remove_file(&next.path).map_err(|e| io_error("remove", &next.path, e))?;
+    after("the pending file removed");
+    Ok(())
 }
 
 /// Why `keys rotate` would not rotate.
@@ -950,7 +1008,7 @@ pub struct Rotation {
     pub retired: Option<(String, i64)>,
     /// Pending keys whose time had come, made the active file's key first (oldest first).
     pub committed: Vec<String>,
-    /// Pending keys that [`Activation::Now`] removed before their time: they never signed.
+    /// Pending keys that [`Activation::Now`] retired before their time, instead of signing.
     pub discarded: Vec<String>,
     /// Retired keys whose time had passed, removed from `keys.dir`.
     pub dropped: Vec<String>,
@@ -961,8 +1019,8 @@ pub struct Rotation {
 /// place, so a server reading the directory at any moment finds a complete, consistent set):
 /// as a pending key that signs from [`publish_lead_secs`] later ([`Activation::Scheduled`];
 /// refused while another rotation is pending), or over the active file, after the old key's
-/// public half is kept under `retired/` and before any pending key is discarded
-/// ([`Activation::Now`]). Retired keys past their time are removed.
+/// public half is kept under `retired/` and before any pending key is retired in its turn
+/// instead of signing ([`Activation::Now`]). Retired keys past their time are removed.
 pub fn rotate(
     settings: &Settings,
     now: i64,
@@ -1009,7 +1067,7 @@ pub fn rotate(
     if let (Activation::Scheduled, Some(next)) = (activation, waiting.first()) {
         return Err(SettingsError(format!(
             "keys rotate: a rotation is pending already: kid={} signs from {} (in {}). \
-             Run `keys rotate` again after that, or `keys rotate --now` to discard it and make \
+             Run `keys rotate` again after that, or `keys rotate --now` to retire it and make \
              a new key sign at once",
             next.kid,
             rfc3339(next.activates_at),
@@ -1033,6 +1091,11 @@ pub fn rotate(
             retire(&dir, alg, &old, &old_kid, now)?;
             write_key(&active, material.expose_secret())?;
             for next in waiting {
+                // It should not have signed yet; but a replica whose clock runs ahead of
+                // this one's may have begun. Kept as retired, so such tokens stay good.
+                if let Ok(key) = &next.key {
+                    retire(&dir, alg, &key.material, &next.kid, now)?;
+                }
                 std::fs::remove_file(&next.path).map_err(|e| io_error("remove", &next.path, e))?;
                 discarded.push(next.kid);
             }
@@ -1613,23 +1676,23 @@ mod tests {
             (keys.access.signing.kid.clone(), accepted(&keys))
         };
         assert_eq!(loaded(), expect, "before");
-        // The steps of `commit`, one at a time.
-        let active = generated_access_key_path(&keys_dir, alg);
-        let pending = keys_dir.join(pending_key_name(alg, r.signs_from, &r.new_kid));
-        let old = crate::config::read_secret_file("k", &active).unwrap();
-        retire(&keys_dir, alg, &old, &first, r.signs_from).unwrap();
-        assert_eq!(loaded(), expect, "old key retired");
-        let new = crate::config::read_secret_file("k", &pending).unwrap();
-        write_key(&active, new.expose_secret()).unwrap();
-        assert_eq!(loaded(), expect, "new key copied over the active file");
-        std::fs::remove_file(&pending).unwrap();
-        assert_eq!(loaded(), expect, "pending file removed");
+        // `commit` itself, with the directory loaded after each of its steps, in their order.
+        let next = pending_keys(&keys_dir, alg).remove(0);
+        let material = next.key.as_ref().map(|k| k.material.clone()).unwrap();
+        let mut steps = Vec::new();
+        commit_steps(&s, &next, &material, now, &mut |step| {
+            assert_eq!(loaded(), expect, "after {step}");
+            steps.push(step.to_string());
+        })
+        .unwrap();
+        assert_eq!(steps.len(), 3, "{steps:?}");
+        assert!(pending_files(dir.path()).is_empty());
         let listed = states(&s, now);
         assert_eq!(listed.len(), 2, "{listed:?}");
     }
 
     #[test]
-    fn rotate_now_discards_a_pending_key_that_never_signed() {
+    fn rotate_now_retires_a_pending_key_instead_of_letting_it_sign() {
         const T: i64 = 1_800_000_000;
         let dir = tempfile::tempdir().unwrap();
         let s = rotation_settings(dir.path(), &[]);
@@ -1642,10 +1705,56 @@ mod tests {
         assert!(pending_files(dir.path()).is_empty());
         let keys = Keys::reload_at(&s, T + 1).unwrap();
         assert_eq!(keys.access.signing.kid, r.new_kid);
-        assert_eq!(accepted(&keys), sorted(&[&first, &r.new_kid]));
+        // A replica whose clock ran ahead may have signed with the pending key already: it
+        // stays accepted, as a retired key, for the same window as the key it was to replace.
+        assert_eq!(
+            accepted(&keys),
+            sorted(&[&first, &pending.new_kid, &r.new_kid])
+        );
+        let until = retired_until(&s, T + 1);
+        assert_eq!(
+            accepted(&Keys::reload_at(&s, until + 1).unwrap()),
+            std::slice::from_ref(&r.new_kid)
+        );
         // Nor does it come back at the time it would have signed from.
         let keys = Keys::reload_at(&s, pending.signs_from).unwrap();
         assert_eq!(keys.access.signing.kid, r.new_kid);
+    }
+
+    #[test]
+    fn a_key_retired_twice_is_kept_by_its_latest_retirement() {
+        // A rotation that failed after retiring the active key (disk full, a crash) and was
+        // run again retires the same key twice; an older, expired copy must not hide it.
+        const T: i64 = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let s = rotation_settings(dir.path(), &[]);
+        let first = Keys::load_at(&s, T).unwrap().access.signing.kid;
+        let later = T + 10_000;
+        let r = rotate(&s, later, Activation::Now).unwrap();
+        assert_eq!(r.retired, Some((first.clone(), retired_until(&s, later))));
+        let retired = dir.path().join("keys").join("retired");
+        let name = retired_key_name(s.keys.algorithm, later, &first);
+        let stale = retired_key_name(s.keys.algorithm, T, &first);
+        std::fs::copy(retired.join(&name), retired.join(&stale)).unwrap();
+        std::fs::write(
+            retired.join(retired_key_name(s.keys.algorithm, later + 1, &first)),
+            "garbage",
+        )
+        .unwrap();
+        let now = retired_until(&s, T) + 1;
+        assert!(now < retired_until(&s, later));
+        let keys = Keys::reload_at(&s, now).unwrap();
+        assert_eq!(accepted(&keys), sorted(&[&first, &r.new_kid]));
+        let listed = states(&s, now);
+        assert!(
+            listed.contains(&(
+                first.clone(),
+                KeyState::Retired {
+                    until: retired_until(&s, later)
+                }
+            )),
+            "{listed:?}"
+        );
     }
 
     #[test]

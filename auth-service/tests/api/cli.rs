@@ -817,7 +817,7 @@ fn keys_rotate_publishes_first_and_now_switches_at_once() {
             && err.contains("--now"),
         "{err}"
     );
-    // --now: a new key signs at once; the pending one, which never signed, is discarded.
+    // --now: a new key signs at once; the pending one is retired instead of signing.
     let out = ok(&["rotate", "--now"]);
     let now_kid = word_after(&out, "new active access-token key: kid=").to_string();
     assert!(
@@ -827,7 +827,9 @@ fn keys_rotate_publishes_first_and_now_switches_at_once() {
         "{out}"
     );
     assert!(
-        out.contains(&format!("discarded pending kid={pending}: it never signed")),
+        out.contains(&format!(
+            "pending kid={pending} will not sign: retired instead, still accepted until"
+        )),
         "{out}"
     );
     assert!(
@@ -844,7 +846,8 @@ fn keys_rotate_publishes_first_and_now_switches_at_once() {
         "{listed}"
     );
     assert!(
-        !listed.contains(&pending) && !listed.contains("KEY-----"),
+        listed.contains(&format!("{pending}\tEdDSA\tretired until "))
+            && !listed.contains("KEY-----"),
         "{listed}"
     );
 }
