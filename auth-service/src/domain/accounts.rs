@@ -182,13 +182,13 @@ impl Accounts {
             })
             .await?;
         log::info!("user registered at the user service: user_id={id}");
-        Ok(User::from(user))
+        Ok(user)
     }
 
     pub async fn me(&self, caller: &AccessClaims) -> Result<User, Error> {
         if let Some(remote) = self.ctx.users.remote() {
             return match remote.find(&caller.sub).await? {
-                Some(user) => Ok(User::from(user)),
+                Some(user) => Ok(user),
                 None => Err(Error::TokenRevoked),
             };
         }
@@ -273,7 +273,7 @@ impl Accounts {
         attempt.succeeded();
         validate_password(&new)?;
         let hash = self.passwords.hash(new).await?;
-        self.end_other_sessions(caller, Some(hash), client).await
+        self.end_other_sessions(caller, hash, client).await
     }
 
     /// Before a password change at the user service: ends every other session of the
@@ -313,12 +313,12 @@ impl Accounts {
         Ok(ended.len())
     }
 
-    /// After a password change: stores the new hash (built-in users), ends every other
+    /// After a password change of a built-in user: stores the new hash, ends every other
     /// session of the caller, and records the change.
     async fn end_other_sessions(
         &self,
         caller: &AccessClaims,
-        hash: Option<String>,
+        hash: String,
         client: ClientInfo,
     ) -> Result<(), Error> {
         let (user_id, keep, now) = (caller.sub, caller.sid, self.ctx.now());
@@ -328,9 +328,7 @@ impl Accounts {
             .db
             .write(move |conn| {
                 conn.write_transaction(|conn| {
-                    if let Some(hash) = &hash {
-                        users::update_password_hash(conn, &user_id, hash, now)?;
-                    }
+                    users::update_password_hash(conn, &user_id, &hash, now)?;
                     let ended = session_table::revoke_all_of_user(
                         conn,
                         &user_id,

@@ -294,11 +294,7 @@ impl Admin {
     pub async fn get_user(&self, caller: &AccessClaims, id: UserId) -> Result<User, Error> {
         self.require_admin(caller).await?;
         if let Some(remote) = self.ctx.users.remote() {
-            return remote
-                .find(&id)
-                .await?
-                .map(User::from)
-                .ok_or(Error::NotFound);
+            return remote.find(&id).await?.ok_or(Error::NotFound);
         }
         let user = self
             .ctx

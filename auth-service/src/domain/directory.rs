@@ -10,9 +10,9 @@
 //! login whose credentials were checked before the report arrived is checked again.
 
 use crate::config::Settings;
-use crate::domain::{Error, User};
+use crate::domain::Error;
 use crate::model::UserId;
-use crate::storage::user_service::{RemoteUser, UserService};
+use crate::storage::user_service::UserService;
 
 /// Where users live.
 #[derive(Clone, Debug)]
@@ -37,20 +37,6 @@ impl Directory {
         match self {
             Directory::Local => None,
             Directory::Remote(service) => Some(service),
-        }
-    }
-}
-
-impl From<RemoteUser> for User {
-    fn from(u: RemoteUser) -> Self {
-        User {
-            id: u.id,
-            username: u.username,
-            email: u.email,
-            roles: u.roles,
-            disabled: u.disabled,
-            created_at: u.created_at,
-            updated_at: u.updated_at,
         }
     }
 }

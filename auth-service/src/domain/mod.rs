@@ -31,7 +31,7 @@ pub use sessions::Sessions;
 
 use crate::config::{DatabaseUrl, Settings};
 use crate::metrics::Metrics;
-use crate::model::{Roles, SessionId, UserId};
+use crate::model::SessionId;
 use crate::security::keys::Keys;
 use crate::security::passwords::Passwords;
 use crate::security::revocation::RevokedSessions;
@@ -221,16 +221,7 @@ pub fn revocation_horizon(settings: &Settings) -> i64 {
 }
 
 /// A user account as the operations hand it out (no password hash).
-#[derive(Debug, Clone)]
-pub struct User {
-    pub id: UserId,
-    pub username: String,
-    pub email: Option<String>,
-    pub roles: Roles,
-    pub disabled: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
+pub use crate::model::User;
 
 impl From<UserRecord> for User {
     fn from(u: UserRecord) -> Self {

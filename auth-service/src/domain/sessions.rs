@@ -8,12 +8,12 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::domain::Lifetimes;
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::directory::ReportKind;
-use crate::domain::limits::Limiter;
+use crate::domain::limits::{Attempt, Limiter};
 use crate::domain::validation::MAX_EMAIL_CHARS;
 use crate::domain::{Context, Error};
 use crate::metrics::Metrics;
 use crate::model::Roles;
-use crate::model::{ClientInfo, SessionId, TokenId, UserId};
+use crate::model::{ClientInfo, SessionId, TokenId, User, UserId};
 use crate::security::passwords::{MAX_PASSWORD_CHARS, Passwords};
 use crate::security::tokens::{
     AccessGrant, Expiry, RefreshClaims, RefreshGrant, TokenError, Tokens,
@@ -22,7 +22,7 @@ use crate::security::verify_cache::{self, VerifiedTokens};
 use crate::storage::refresh_tokens::{self, RefreshTokenRecord, Rotation, RotationRequest};
 use crate::storage::sessions::{self as session_table, NewSession, RevokeReason};
 use crate::storage::user_events;
-use crate::storage::user_service::{RemoteUser, UserService};
+use crate::storage::user_service::UserService;
 use crate::storage::users::{self, UserRecord};
 use crate::storage::{DbConn, StorageError};
 
@@ -162,15 +162,30 @@ impl Sessions {
         if verified.needs_rehash {
             self.upgrade_hash(user_id, password).await;
         }
-        match self.open_session(user_id, &client).await {
+        let opened = self.open_session(user_id, &client).await;
+        self.settle_login(opened, attempt, user_id, &tried, &client)
+            .await
+    }
+
+    /// The end of a login whose credentials were right: the throttle learns the outcome. A
+    /// user disabled (or removed) while the credentials were being checked is refused as
+    /// wrong credentials would be, and recorded as a failed login.
+    async fn settle_login(
+        &self,
+        opened: Result<IssuedTokens, Error>,
+        attempt: Attempt<'_>,
+        user_id: UserId,
+        tried: &str,
+        client: &ClientInfo,
+    ) -> Result<IssuedTokens, Error> {
+        match opened {
             Ok(tokens) => {
                 attempt.succeeded();
                 Ok(tokens)
             }
             Err(Error::InvalidCredentials) => {
-                // Disabled (or removed) while the password was being checked.
                 attempt.failed();
-                self.record_failed_login(Some(user_id), &tried, &client)
+                self.record_failed_login(Some(user_id), tried, client)
                     .await?;
                 Err(Error::InvalidCredentials)
             }
@@ -272,20 +287,9 @@ impl Sessions {
             return Err(Error::InvalidCredentials);
         };
         let user_id = user.id;
-        match self.open_remote_session(remote, user, mark, &client).await {
-            Ok(tokens) => {
-                attempt.succeeded();
-                Ok(tokens)
-            }
-            Err(Error::InvalidCredentials) => {
-                // Disabled while the credentials were being checked.
-                attempt.failed();
-                self.record_failed_login(Some(user_id), &tried, &client)
-                    .await?;
-                Err(Error::InvalidCredentials)
-            }
-            Err(e) => Err(e),
-        }
+        let opened = self.open_remote_session(remote, user, mark, &client).await;
+        self.settle_login(opened, attempt, user_id, &tried, &client)
+            .await
     }
 
     /// Opens a session for a user the user service vouched for after reports up to `mark`
@@ -295,7 +299,7 @@ impl Sessions {
     async fn open_remote_session(
         &self,
         remote: &UserService,
-        mut user: RemoteUser,
+        mut user: User,
         mut mark: i64,
         client: &ClientInfo,
     ) -> Result<IssuedTokens, Error> {
@@ -374,7 +378,7 @@ impl Sessions {
     fn issue_to(
         &self,
         local: Option<UserRecord>,
-        remote: Option<RemoteUser>,
+        remote: Option<User>,
         rt: &RefreshTokenRecord,
         now: i64,
     ) -> Result<IssuedTokens, Error> {

@@ -16,25 +16,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::config::{Settings, SettingsError, read_secret_file};
-use crate::model::{Roles, UserId};
+use crate::model::{Roles, User, UserId};
 use crate::storage::StorageError;
 
 /// Largest answer read from the user service.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Shortest secret accepted for talking to the user service.
 pub const MIN_SECRET_CHARS: usize = 32;
-
-/// A user as the user service describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteUser {
-    pub id: UserId,
-    pub username: String,
-    pub email: Option<String>,
-    pub roles: Roles,
-    pub disabled: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
 
 #[derive(Deserialize)]
 struct UserBody {
@@ -47,11 +35,11 @@ struct UserBody {
     updated_at: i64,
 }
 
-impl TryFrom<UserBody> for RemoteUser {
+impl TryFrom<UserBody> for User {
     type Error = StorageError;
-    fn try_from(b: UserBody) -> Result<RemoteUser, StorageError> {
+    fn try_from(b: UserBody) -> Result<User, StorageError> {
         let bad = |what: &str| StorageError::RemoteUnavailable(format!("user service sent {what}"));
-        Ok(RemoteUser {
+        Ok(User {
             id: UserId::parse(&b.id).map_err(|_| bad("a user id that is not a UUID"))?,
             username: b.username,
             email: b.email,
@@ -73,7 +61,7 @@ struct ErrorBody {
 /// What registering at the user service did.
 #[derive(Debug)]
 pub enum Created {
-    User(RemoteUser),
+    User(User),
     /// The username or email is taken.
     Taken,
     /// The user service refused the values (its message says why).
@@ -201,7 +189,7 @@ impl UserService {
         &self,
         login: &str,
         password: &SecretString,
-    ) -> Result<Option<RemoteUser>, StorageError> {
+    ) -> Result<Option<User>, StorageError> {
         let body = CredentialsBody {
             login,
             password: password.expose_secret(),
@@ -219,7 +207,7 @@ impl UserService {
     }
 
     /// The user with this id as it is now (disabled ones too); `None` if there is none.
-    pub async fn find(&self, id: &UserId) -> Result<Option<RemoteUser>, StorageError> {
+    pub async fn find(&self, id: &UserId) -> Result<Option<User>, StorageError> {
         let path = format!("/v1/users/{id}");
         let (status, bytes) = self.call::<()>(reqwest::Method::GET, &path, None).await?;
         match status {
@@ -332,7 +320,7 @@ fn unexpected(status: StatusCode) -> StorageError {
     }
 }
 
-fn user_from(bytes: &[u8]) -> Result<RemoteUser, StorageError> {
+fn user_from(bytes: &[u8]) -> Result<User, StorageError> {
     serde_json::from_slice::<UserBody>(bytes)
         .map_err(|_| {
             StorageError::RemoteUnavailable("user service sent an unreadable user".into())

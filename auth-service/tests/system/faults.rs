@@ -1,30 +1,14 @@
 //! Faults: the database stopped, frozen or out of disk; the service killed mid-stream.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use auth_service::config::{Settings, Sources};
 use auth_service::storage::schema::{audit_events, refresh_tokens, sessions, user_roles, users};
-use auth_service::storage::{DbConn, open_connection};
 use diesel::prelude::*;
 
 use crate::support::*;
 
 /// `database.timeout` in these tests is 1 s; an answer must come well within this.
 const ANSWER_WITHIN: Duration = Duration::from_secs(4);
-
-/// A connection to the service's database from outside it.
-fn connect(dir: &std::path::Path, url: &str) -> DbConn {
-    let env: HashMap<String, String> = [
-        ("AUTH__DATA_DIR", dir.display().to_string()),
-        ("AUTH__DATABASE__URL", url.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let settings = Settings::load(&Sources { file: None, env }).unwrap();
-    open_connection(&settings).unwrap()
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Fault {

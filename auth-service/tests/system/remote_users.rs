@@ -2,13 +2,10 @@
 //! production shape as processes — `user-service-example` on its own database, this auth
 //! service in remote mode, and `resource-service-example` — on each backend.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use auth_service::config::{Settings, Sources};
-use auth_service::storage::{DbConn, open_connection};
 use diesel::prelude::*;
 use serde_json::{Value, json};
 
@@ -229,18 +226,6 @@ impl Trio {
             service.assert_never_logged(secrets);
         }
     }
-}
-
-fn connect(dir: &Path, url: &str) -> DbConn {
-    let env: HashMap<String, String> = [
-        ("AUTH__DATA_DIR", dir.display().to_string()),
-        ("AUTH__DATABASE__URL", url.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let settings = Settings::load(&Sources { file: None, env }).unwrap();
-    open_connection(&settings).unwrap()
 }
 
 both_backends! {

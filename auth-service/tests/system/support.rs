@@ -32,6 +32,21 @@ pub fn auth_env(data_dir: &Path, db_url: &str, public: u16, internal: u16) -> En
     ])
 }
 
+/// A connection to a service's database from outside it, opened as the service opens its
+/// own.
+pub fn connect(data_dir: &Path, db_url: &str) -> auth_service::storage::DbConn {
+    use auth_service::config::{Settings, Sources};
+    let env = [
+        ("AUTH__DATA_DIR", data_dir.display().to_string()),
+        ("AUTH__DATABASE__URL", db_url.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let settings = Settings::load(&Sources { file: None, env }).unwrap();
+    auth_service::storage::open_connection(&settings).unwrap()
+}
+
 /// One auth-service process.
 pub struct Auth {
     pub service: Service,
