@@ -957,6 +957,40 @@ fn commit_steps(
     Ok(())
 }
 
+/// The lock file `keys rotate` holds in `keys.dir` while it works. Servers never take it:
+/// they only read the key files, each of which is complete at every moment.
+const ROTATION_LOCK: &str = "rotate.lock";
+
+/// Takes the rotation lock (an advisory `flock` on [`ROTATION_LOCK`], released when the
+/// returned file is dropped, or by the kernel if the process dies), or refuses at once: two
+/// rotations at the same time (two operators, or a retry while the first one still runs)
+/// would each commit, retire and remove files the other one is moving.
+fn lock_rotation(dir: &Path) -> Result<std::fs::File, SettingsError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_error("create", dir, e))?;
+    let path = dir.join(ROTATION_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io_error("open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SettingsError(format!(
+            "keys rotate: another `keys rotate` is running on {} (it holds {}); \
+             run this one again once it has finished",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error("lock", &path, e)),
+    }
+}
+
 /// Why `keys rotate` would not rotate.
 fn rotation_refused(settings: &Settings) -> Option<String> {
     let k = &settings.keys;
@@ -1031,6 +1065,7 @@ pub fn rotate(
     }
     let alg = settings.keys.algorithm;
     let dir = settings.keys_dir();
+    let _lock = lock_rotation(&dir)?;
     let active = generated_access_key_path(&dir, alg);
     if !active.exists() {
         // Nothing to retire: the key a first start would generate (another instance may win
@@ -1719,6 +1754,39 @@ mod tests {
         // Nor does it come back at the time it would have signed from.
         let keys = Keys::reload_at(&s, pending.signs_from).unwrap();
         assert_eq!(keys.access.signing.kid, r.new_kid);
+    }
+
+    #[test]
+    fn a_second_rotation_at_the_same_time_is_refused_and_changes_nothing() {
+        const T: i64 = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let s = rotation_settings(dir.path(), &[]);
+        let first = Keys::load_at(&s, T).unwrap().access.signing.kid;
+        let keys_dir = dir.path().join("keys");
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(&keys_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        // Another `keys rotate` holds the lock: its own open file description, as another
+        // process would have.
+        let running = lock_rotation(&keys_dir).unwrap();
+        let before = listing();
+        for activation in [Activation::Scheduled, Activation::Now] {
+            let err = rotate(&s, T, activation).unwrap_err().0;
+            assert!(err.contains("another `keys rotate` is running"), "{err}");
+        }
+        assert_eq!(listing(), before);
+        assert_eq!(Keys::reload_at(&s, T).unwrap().access.signing.kid, first);
+        // Once it is done the lock is free again, and stays free after each rotation.
+        drop(running);
+        let r = rotate(&s, T, Activation::Now).unwrap();
+        assert_ne!(r.new_kid, first);
+        rotate(&s, T + 1, Activation::Scheduled).unwrap();
+        drop(lock_rotation(&keys_dir).unwrap());
     }
 
     #[test]
