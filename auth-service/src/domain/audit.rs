@@ -22,10 +22,12 @@ pub enum AuditKind {
     RoleRevoked,
     UserDisabled,
     UserEnabled,
+    /// A machine client's access token revoked before its expiry (`/oauth/revoke`).
+    ClientTokenRevoked,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 13] = [
+    pub const ALL: [AuditKind; 14] = [
         AuditKind::Registered,
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
@@ -39,6 +41,7 @@ impl AuditKind {
         AuditKind::RoleRevoked,
         AuditKind::UserDisabled,
         AuditKind::UserEnabled,
+        AuditKind::ClientTokenRevoked,
     ];
 
     /// The stable name stored and shown.
@@ -57,6 +60,7 @@ impl AuditKind {
             AuditKind::RoleRevoked => "role_revoked",
             AuditKind::UserDisabled => "user_disabled",
             AuditKind::UserEnabled => "user_enabled",
+            AuditKind::ClientTokenRevoked => "client_token_revoked",
         }
     }
 

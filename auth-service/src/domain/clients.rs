@@ -9,11 +9,13 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::{Context, Error};
+use crate::model::ClientInfo;
 use crate::security::client_secrets::{ClientSecrets, MIN_SECRET_CHARS};
 use crate::security::tokens::{ClientClaims, Tokens};
 use crate::storage::DbConn;
-use crate::storage::clients::{self as client_table, ClientRecord};
+use crate::storage::clients::{self as client_table, ClientRecord, RevokedClientToken};
 
 /// How long a server trusts a client record it has read.
 pub const CACHE_SECS: i64 = 5;
@@ -296,11 +298,63 @@ impl Clients {
         let Ok(claims) = self.tokens.check_client(token, self.ctx.now()) else {
             return Ok(None);
         };
+        if self.ctx.revoked_tokens.is_revoked(&claims.jti) {
+            return Ok(None);
+        }
         let allowed = self
             .record(&claims.client_id)
             .await?
             .is_some_and(|r| r.can_client_credentials);
         Ok(allowed.then_some(claims))
+    }
+
+    /// Revokes a machine client's access token before its expiry (RFC 7009), for the client
+    /// it was issued to: `caller` must be that client, authenticated. Returns `false` when
+    /// `token` is no unexpired machine token (then it is the sessions' to look at).
+    /// Revoking one twice is no error. Every replica refuses the token at once (the same
+    /// index and feed as sessions), and after a restart (it is stored).
+    pub async fn revoke_token(
+        &self,
+        token: &str,
+        caller: Option<&Client>,
+        info: ClientInfo,
+    ) -> Result<bool, Error> {
+        let now = self.ctx.now();
+        let Ok(claims) = self.tokens.check_client(token, now) else {
+            return Ok(false);
+        };
+        match caller {
+            None => return Err(Error::InvalidClient),
+            Some(c) if c.client_id != claims.client_id => return Err(Error::UnauthorizedClient),
+            Some(_) => {}
+        }
+        let (jti, outbox) = (claims.jti, self.ctx.outbox);
+        let client_id = claims.client_id.clone();
+        let newly = self
+            .ctx
+            .db
+            .write(move |conn| {
+                conn.write_transaction(|conn| {
+                    let revoked = RevokedClientToken {
+                        jti,
+                        client_id: &client_id,
+                        expires_at: claims.exp,
+                    };
+                    let newly = client_table::revoke_token(conn, &revoked, now)?;
+                    if newly {
+                        AuditEvent::new(AuditKind::ClientTokenRevoked, &info)
+                            .detail(serde_json::json!({"client_id": client_id, "jti": jti}))
+                            .record(conn, now, outbox)?;
+                    }
+                    Ok::<_, Error>(newly)
+                })
+            })
+            .await?;
+        self.ctx.revoked_tokens.record(jti, now);
+        if newly {
+            log::info!("client token revoked: jti={jti}");
+        }
+        Ok(true)
     }
 
     /// The client's record: from memory while fresh ([`CACHE_SECS`]); then re-read by one

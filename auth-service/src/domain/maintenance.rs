@@ -13,13 +13,14 @@ use crate::domain::accounts::{store_new_user, validate_registration};
 use crate::domain::audit::Outbox;
 use crate::domain::limits::Limiter;
 use crate::domain::{Context, Error, User};
-use crate::model::{ClientInfo, Role, Roles, UserId};
+use crate::model::{ClientInfo, Role, Roles, SessionId, TokenId, UserId};
 use crate::security::passwords::Passwords;
+use crate::storage::clients as client_table;
 use crate::storage::prune::{self, PruneRequest, Pruned};
 use crate::storage::revocation_feed::Listener;
 use crate::storage::sessions as session_table;
 use crate::storage::users::{self, NewUser};
-use crate::storage::{DbConn, health};
+use crate::storage::{DbConn, StorageError, health};
 
 /// The wall clock in milliseconds (the feed's timestamps are the sending replica's).
 fn unix_millis() -> i64 {
@@ -93,6 +94,17 @@ pub fn create_user(
     Ok(User::from(user))
 }
 
+/// Revoked sessions and revoked client tokens, each with the time of its revocation.
+type Revocations = (Vec<(SessionId, i64)>, Vec<(TokenId, i64)>);
+
+/// Every revocation made at or after `since`.
+fn revoked_since(conn: &mut DbConn, since: i64) -> Result<Revocations, StorageError> {
+    Ok((
+        session_table::revoked_since(conn, since)?,
+        client_table::revoked_tokens_since(conn, since)?,
+    ))
+}
+
 pub struct Maintenance {
     ctx: Context,
     settings: Settings,
@@ -118,20 +130,17 @@ impl Maintenance {
         }
     }
 
-    /// Brings the revocation index up to date with the database: at start-up, and
+    /// Brings the revocation indexes up to date with the database: at start-up, and
     /// periodically to pick up revocations made by other instances or the command line.
     /// Returns how many revocations the database listed.
     pub async fn sync_revocations(&self) -> Result<usize, Error> {
         let since = self.ctx.now() - self.ctx.revoked.horizon();
-        let rows = self
+        let found = self
             .ctx
             .db
-            .run(move |conn| session_table::revoked_since(conn, since))
+            .run(move |conn| revoked_since(conn, since))
             .await?;
-        for (sid, at) in &rows {
-            self.ctx.record_revocations([sid], *at);
-        }
-        Ok(rows.len())
+        Ok(self.apply(found))
     }
 
     /// Follows the revocation feed of other replicas (PostgreSQL) until `stop` is set:
@@ -152,12 +161,17 @@ impl Maintenance {
                     }
                     while !stop.load(Ordering::Relaxed) {
                         match listener.poll() {
-                            Ok(revoked) => {
+                            Ok(announced) => {
                                 let now_ms = unix_millis();
-                                for (sid, at, sent_ms) in revoked {
+                                let lag = |sent_ms: i64| (now_ms - sent_ms).max(0) as f64 / 1000.0;
+                                let lags = &self.ctx.metrics.revocation_feed_lag;
+                                for (sid, at, sent_ms) in announced.sessions {
                                     self.ctx.record_revocations([&sid], at);
-                                    let lag = (now_ms - sent_ms).max(0) as f64 / 1000.0;
-                                    self.ctx.metrics.revocation_feed_lag.observe(lag);
+                                    lags.observe(lag(sent_ms));
+                                }
+                                for (jti, at, sent_ms) in announced.client_tokens {
+                                    self.ctx.revoked_tokens.record(jti, at);
+                                    lags.observe(lag(sent_ms));
                                 }
                             }
                             Err(e) => {
@@ -190,7 +204,10 @@ impl Maintenance {
             ("db_connection_errors", c(pool.connection_errors)),
             ("db_timeouts", c(pool.timeouts)),
             ("hash_queue_depth", n(self.passwords.queue_depth())),
-            ("revocation_index_size", n(self.ctx.revoked.len())),
+            (
+                "revocation_index_size",
+                n(self.ctx.revoked.len() + self.ctx.revoked_tokens.len()),
+            ),
             ("verify_cache_entries", n(sessions.verified_cached())),
         ]
     }
@@ -198,14 +215,22 @@ impl Maintenance {
     /// [`Maintenance::sync_revocations`] for a blocking thread.
     fn catch_up(&self) -> Result<usize, Error> {
         let since = self.ctx.now() - self.ctx.revoked.horizon();
-        let rows = self
+        let found = self
             .ctx
             .db
-            .run_blocking(move |conn| session_table::revoked_since(conn, since))?;
-        for (sid, at) in &rows {
+            .run_blocking(move |conn| revoked_since(conn, since))?;
+        Ok(self.apply(found))
+    }
+
+    /// Records revocations read from the database in the indexes; returns how many.
+    fn apply(&self, (sessions, client_tokens): Revocations) -> usize {
+        for (sid, at) in &sessions {
             self.ctx.record_revocations([sid], *at);
         }
-        Ok(rows.len())
+        for (jti, at) in &client_tokens {
+            self.ctx.revoked_tokens.record(*jti, *at);
+        }
+        sessions.len() + client_tokens.len()
     }
 
     /// Forgets revocations and throttle windows that no longer matter; returns how many
@@ -216,7 +241,7 @@ impl Maintenance {
         if let Some(t) = &self.register_throttle {
             t.prune(now).await?;
         }
-        Ok(self.ctx.revoked.prune(now))
+        Ok(self.ctx.revoked.prune(now) + self.ctx.revoked_tokens.prune(now))
     }
 
     /// Deletes old audit rows, expired refresh tokens and dead sessions.

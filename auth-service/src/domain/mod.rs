@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::model::SessionId;
 use crate::security::keys::Keys;
 use crate::security::passwords::Passwords;
-use crate::security::revocation::RevokedSessions;
+use crate::security::revocation::{RevokedSessions, RevokedTokens};
 use crate::security::tokens::Tokens;
 use crate::security::verify_cache::VerifiedTokens;
 use crate::storage::Database;
@@ -150,6 +150,8 @@ pub(crate) struct Context {
     pub db: Database,
     pub clock: SharedClock,
     pub revoked: Arc<RevokedSessions>,
+    /// Machine clients' tokens revoked one by one (by `jti`).
+    pub revoked_tokens: Arc<RevokedTokens>,
     pub lifetimes: Lifetimes,
     pub metrics: Arc<Metrics>,
     /// Whether audit events also go to the broker's outbox.
@@ -179,6 +181,7 @@ impl Context {
             clock,
             metrics,
             revoked: Arc::new(RevokedSessions::new(revocation_horizon(settings))),
+            revoked_tokens: Arc::new(RevokedTokens::new(revocation_horizon(settings))),
             outbox: audit::Outbox::for_settings(settings),
             users: directory::Directory::Local,
             lifetimes: Lifetimes {

@@ -439,7 +439,9 @@ pub async fn introspect(
         .body(answer))
 }
 
-/// `POST /oauth/revoke`: 200 whatever the token was (RFC 7009 2.2).
+/// `POST /oauth/revoke`: 200 whatever the token was (RFC 7009 2.2), except a machine
+/// client's token revoked by anyone but that client (401 without credentials, 400
+/// `unauthorized_client` for another client: RFC 7009 2.1).
 pub async fn revoke(
     state: State,
     req: HttpRequest,
@@ -447,8 +449,23 @@ pub async fn revoke(
     form: OAuthForm,
 ) -> Result<HttpResponse, OAuthError> {
     // Credentials, when given, must be right; a public client gives none.
-    client(&state, &req, &form).await?;
+    let caller = client(&state, &req, &form).await?;
     let token = required(&form.token, "token")?;
-    state.services.sessions.revoke_token(token, info).await?;
+    let services = &state.services;
+    let was_client_token = services
+        .clients
+        .revoke_token(token, caller.as_ref(), info.clone())
+        .await
+        .map_err(|e| match e {
+            Error::UnauthorizedClient => OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                "this token was issued to another client",
+            ),
+            e => e.into(),
+        })?;
+    if !was_client_token {
+        services.sessions.revoke_token(token, info).await?;
+    }
     Ok(HttpResponse::Ok().finish())
 }

@@ -1,4 +1,6 @@
-//! The in-memory index of revoked sessions that `/verify` consults instead of the database.
+//! The in-memory indexes of revoked sessions (which `/verify` and introspection consult
+//! instead of the database) and of revoked machine-client tokens (by `jti`; they have no
+//! session).
 //!
 //! An entry only has to live as long as an access token issued before the revocation could
 //! still be accepted: `revoked_at + horizon`, where the horizon is the access-token lifetime
@@ -6,47 +8,54 @@
 //! at start-up from the database, on every revocation it makes, and from the periodic sync.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::RwLock;
 
-use crate::model::SessionId;
+use crate::model::{SessionId, TokenId};
 
-pub struct RevokedSessions {
+/// Revoked ids of one kind, each kept until no token it covers can still be accepted.
+pub struct RevocationIndex<K> {
     /// Seconds an entry is kept after its revocation.
     horizon: i64,
-    /// Session id → Unix time after which the entry can be forgotten.
-    entries: RwLock<HashMap<SessionId, i64>>,
+    /// Id → Unix time after which the entry can be forgotten.
+    entries: RwLock<HashMap<K, i64>>,
 }
 
-impl RevokedSessions {
-    pub fn new(horizon: i64) -> RevokedSessions {
-        RevokedSessions {
+/// Sessions ended (logout, reuse detection, admin actions…): every token of theirs.
+pub type RevokedSessions = RevocationIndex<SessionId>;
+/// Machine clients' access tokens, one by one.
+pub type RevokedTokens = RevocationIndex<TokenId>;
+
+impl<K: Eq + Hash> RevocationIndex<K> {
+    pub fn new(horizon: i64) -> RevocationIndex<K> {
+        RevocationIndex {
             horizon,
             entries: RwLock::new(HashMap::new()),
         }
     }
 
-    /// How long after a revocation an access token of that session may still be presented.
+    /// How long after a revocation a token it covers may still be presented.
     pub fn horizon(&self) -> i64 {
         self.horizon
     }
 
-    /// Records that session `sid` was revoked at `revoked_at`.
-    pub fn record(&self, sid: SessionId, revoked_at: i64) {
+    /// Records that `id` was revoked at `revoked_at`.
+    pub fn record(&self, id: K, revoked_at: i64) {
         let keep_until = revoked_at.saturating_add(self.horizon);
         let mut entries = match self.entries.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let slot = entries.entry(sid).or_insert(keep_until);
+        let slot = entries.entry(id).or_insert(keep_until);
         *slot = (*slot).max(keep_until);
     }
 
-    pub fn is_revoked(&self, sid: &SessionId) -> bool {
+    pub fn is_revoked(&self, id: &K) -> bool {
         let entries = match self.entries.read() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        entries.contains_key(sid)
+        entries.contains_key(id)
     }
 
     /// Drops entries no access token can need any more; returns how many remain.

@@ -1,8 +1,11 @@
-//! The `clients` table: registered OAuth clients and what each may do.
+//! The `clients` table: registered OAuth clients and what each may do; and
+//! `revoked_client_tokens`: their access tokens revoked before expiry.
 
 use diesel::prelude::*;
 
-use crate::storage::schema::clients;
+use crate::model::TokenId;
+use crate::storage::revocation_feed;
+use crate::storage::schema::{clients, revoked_client_tokens};
 use crate::storage::{DbConn, StorageError};
 
 /// A registered client. `Debug` hides the secret's hash.
@@ -97,4 +100,58 @@ pub fn set_secret_hash(
         ))
         .execute(conn)?
         == 1)
+}
+
+/// A machine token to revoke: its `jti`, its client and its own `exp`.
+pub struct RevokedClientToken<'a> {
+    pub jti: TokenId,
+    pub client_id: &'a str,
+    pub expires_at: i64,
+}
+
+/// Records that a client's access token was revoked at `now`, and announces it to the other
+/// replicas in the same transaction; `false` (and no announcement) when it was revoked
+/// already.
+pub fn revoke_token(
+    conn: &mut DbConn,
+    token: &RevokedClientToken<'_>,
+    now: i64,
+) -> Result<bool, StorageError> {
+    let jti = token.jti.to_string();
+    let newly = conn.insert_unless_taken(|conn| {
+        diesel::insert_into(revoked_client_tokens::table)
+            .values((
+                revoked_client_tokens::jti.eq(&jti),
+                revoked_client_tokens::client_id.eq(token.client_id),
+                revoked_client_tokens::revoked_at.eq(now),
+                revoked_client_tokens::expires_at.eq(token.expires_at),
+            ))
+            .execute(conn)?;
+        Ok(())
+    })?;
+    if newly {
+        revocation_feed::announce_client_tokens(conn, &[token.jti], now)?;
+    }
+    Ok(newly)
+}
+
+/// Client tokens revoked at or after `since`, with the time they were revoked.
+pub fn revoked_tokens_since(
+    conn: &mut DbConn,
+    since: i64,
+) -> Result<Vec<(TokenId, i64)>, StorageError> {
+    let rows: Vec<(String, i64)> = revoked_client_tokens::table
+        .filter(revoked_client_tokens::revoked_at.ge(since))
+        .select((
+            revoked_client_tokens::jti,
+            revoked_client_tokens::revoked_at,
+        ))
+        .load(conn)?;
+    rows.into_iter()
+        .map(|(jti, at)| {
+            TokenId::parse(&jti)
+                .map(|jti| (jti, at))
+                .map_err(|_| StorageError::Corrupt(format!("revoked_client_tokens.jti {jti:?}")))
+        })
+        .collect()
 }

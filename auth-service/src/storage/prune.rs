@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use crate::storage::schema::{audit_events, refresh_tokens, sessions};
+use crate::storage::schema::{audit_events, refresh_tokens, revoked_client_tokens, sessions};
 use crate::storage::{DbConn, StorageError};
 
 /// How many rows one pruning pass removed.
@@ -13,6 +13,8 @@ pub struct Pruned {
     pub sessions: usize,
     /// Reports from the user service (remote users), kept as long as the audit trail.
     pub user_events: usize,
+    /// Revocations of machine clients' tokens, kept as long as revoked sessions.
+    pub revoked_client_tokens: usize,
 }
 
 /// Limits for [`prune`].
@@ -20,15 +22,17 @@ pub struct PruneRequest {
     pub now: i64,
     /// Audit rows at or before this time go.
     pub audit_before: i64,
-    /// Revoked sessions are kept this long, for the revocation index to load.
+    /// Revoked sessions (and revoked client tokens) are kept this long, for the revocation
+    /// index to load.
     pub revoked_keep: i64,
     pub refresh_ttl: i64,
     pub batch_size: i64,
 }
 
 /// Deletes old audit rows, expired refresh-token rows (used or not: an expired token is
-/// refused by its own `exp`) and sessions that can no longer be used, `batch_size` rows per
-/// statement so no table is locked for long.
+/// refused by its own `exp`), sessions that can no longer be used and revocations of client
+/// tokens no replica needs any more, `batch_size` rows per statement so no table is locked
+/// for long.
 pub fn prune(conn: &mut DbConn, r: &PruneRequest) -> Result<Pruned, StorageError> {
     let mut pruned = Pruned::default();
     loop {
@@ -76,6 +80,20 @@ pub fn prune(conn: &mut DbConn, r: &PruneRequest) -> Result<Pruned, StorageError
             .execute(conn)?;
         pruned.sessions +=
             diesel::delete(sessions::table.filter(sessions::id.eq_any(&ids))).execute(conn)?;
+    }
+    loop {
+        let ids: Vec<String> = revoked_client_tokens::table
+            .filter(revoked_client_tokens::revoked_at.lt(r.now - r.revoked_keep))
+            .select(revoked_client_tokens::jti)
+            .limit(r.batch_size)
+            .load(conn)?;
+        if ids.is_empty() {
+            break;
+        }
+        pruned.revoked_client_tokens += diesel::delete(
+            revoked_client_tokens::table.filter(revoked_client_tokens::jti.eq_any(&ids)),
+        )
+        .execute(conn)?;
     }
     loop {
         let n = crate::storage::user_events::prune(conn, r.audit_before + 1, r.batch_size)?;

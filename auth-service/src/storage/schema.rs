@@ -122,3 +122,12 @@ diesel::table! {
         received_at -> BigInt,
     }
 }
+
+diesel::table! {
+    revoked_client_tokens (jti) {
+        jti -> Text,
+        client_id -> Text,
+        revoked_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}

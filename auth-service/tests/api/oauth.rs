@@ -255,10 +255,6 @@ both_backends! {
         assert_eq!(r.body["scope"], "posts:read posts:write");
         // /verify is for users' tokens: a machine token is not one.
         assert_eq!(app.verify(&at).await.body["error"], "invalid_token");
-        // It has no session to end: revocation answers 200 and leaves it alone.
-        let r = app.send(form(&app, &app.public, "/oauth/revoke", &[("token", at.as_str())])).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(app.send(ask(&at)).await.body["active"], true);
         // A deleted client's tokens die once servers re-read it (records are kept 5 s).
         app.with_db(|conn| {
             use auth_service::storage::schema::clients;
@@ -269,6 +265,88 @@ both_backends! {
         .await;
         app.advance(6);
         assert_eq!(app.send(ask(&at)).await.body, json!({"active": false}));
+    }
+}
+
+/// Introspection's answer for `token` on the internal listener `internal`, asked as `rs`.
+async fn introspected(app: &TestApp, internal: &str, rs: &str, token: &str) -> serde_json::Value {
+    let r = app
+        .send(
+            form(app, internal, "/oauth/introspect", &[("token", token)])
+                .basic_auth("posts-api", Some(rs)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+both_backends! {
+    /// A machine token has no session to end: it is revoked by itself, by its own client
+    /// only, on every replica at once, for good (a restart loads it), and the record goes
+    /// once no replica needs it.
+    async fn a_machine_token_is_revoked_by_its_own_client(b: Backend) {
+        // Polling an hour apart: a replica hears of the revocation through the feed.
+        let app = TestApp::spawn_with(b, &[("AUTH__REVOCATION__POLL_INTERVAL", "1h")]).await;
+        let (_, admin_at, _) = app.admin("root").await;
+        let allowed = Permissions { client_credentials: true, ..Permissions::default() };
+        let worker = app.create_client_with_scopes("billing-worker", allowed, &["posts:read"]).await;
+        let other = app.create_client_with_scopes("report-worker", allowed, &["posts:read"]).await;
+        let rs = app.create_client("posts-api", Permissions { introspect: true, ..Permissions::default() }).await;
+        let grant = |id: &str, secret: &str| {
+            form(&app, &app.public, "/oauth/token", &[("grant_type", "client_credentials")]).basic_auth(id, Some(secret))
+        };
+        let at = app.send(grant("billing-worker", &worker)).await.str("access_token");
+        let sibling = app.send(grant("billing-worker", &worker)).await.str("access_token");
+        let replica = match b {
+            Backend::Postgres => Some(app.replica(&[("AUTH__REVOCATION__POLL_INTERVAL", "1h")]).await),
+            Backend::Sqlite => None,
+        };
+        let mut internals = vec![app.internal.clone()];
+        internals.extend(replica.iter().map(|r| r.internal.clone()));
+        for internal in &internals {
+            assert_eq!(introspected(&app, internal, &rs, &at).await["active"], true);
+        }
+        let revoke = |token: &str| form(&app, &app.public, "/oauth/revoke", &[("token", token)]);
+        // Only its own client may revoke it: 401 without credentials, 400 as another client,
+        // and the token stays good.
+        assert_oauth_error(&app.send(revoke(&at)).await, 401, "invalid_client");
+        let r = app.send(revoke(&at).basic_auth("report-worker", Some(&other))).await;
+        assert_oauth_error(&r, 400, "unauthorized_client");
+        assert_eq!(introspected(&app, &app.internal, &rs, &at).await["active"], true);
+        // By its client: 200, and every replica refuses it; the client's other token, and
+        // its next one, are still good. Revoking it again is no error.
+        for _ in 0..2 {
+            let r = app.send(revoke(&at).basic_auth("billing-worker", Some(&worker))).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        for internal in &internals {
+            let mut tries = 0;
+            while introspected(&app, internal, &rs, &at).await != json!({"active": false}) {
+                tries += 1;
+                assert!(tries < 200, "{internal} never heard of the revocation");
+                sleep_secs(0.05).await;
+            }
+            assert_eq!(introspected(&app, internal, &rs, &sibling).await["active"], true);
+        }
+        let next = app.send(grant("billing-worker", &worker)).await.str("access_token");
+        assert_eq!(introspected(&app, &app.internal, &rs, &next).await["active"], true);
+        // One audit event, naming the client and the token's jti (never the token).
+        let r = app.get_as("/admin/audit?kind=client_token_revoked", &admin_at).await;
+        let events = r.body["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "{}", r.body);
+        assert_eq!(events[0]["detail"], json!({"client_id": "billing-worker", "jti": claims(&at)["jti"]}));
+        assert!(!r.body.to_string().contains(&at));
+        // Stored: a restarted server refuses it too.
+        drop(replica);
+        let app = app.restart().await;
+        assert_eq!(introspected(&app, &app.internal, &rs, &at).await, json!({"active": false}));
+        assert_eq!(introspected(&app, &app.internal, &rs, &sibling).await["active"], true);
+        // Kept while a replica could still meet the token, then pruned with revoked sessions.
+        let maintenance = &app.server.state.services.maintenance;
+        assert_eq!(maintenance.prune().await.unwrap().revoked_client_tokens, 0);
+        app.advance(24 * 3600);
+        assert_eq!(maintenance.prune().await.unwrap().revoked_client_tokens, 1);
+        assert_eq!(introspected(&app, &app.internal, &rs, &at).await, json!({"active": false}));
     }
 }
 
