@@ -7,7 +7,8 @@ saw; the Rust test judges it.
     python authlib_client.py PUBLIC_URL APP_ID APP_SECRET RS_ID RS_SECRET USERNAME PASSWORD \
         WORKER_ID WORKER_SECRET
 
-It also gets a machine token with the client-credentials grant and introspects it.
+It also gets a machine token with the client-credentials grant, introspects it, and has
+its client revoke it (another client's attempt is refused).
 """
 import json
 import sys
@@ -50,5 +51,13 @@ machine = worker.fetch_token(token_url, grant_type="client_credentials")
 seen["machine_scope"] = machine.get("scope")
 seen["machine_has_refresh_token"] = "refresh_token" in machine
 seen["machine_introspected"] = rs.introspect_token(introspect, token=machine["access_token"]).json()
+
+# Another client may not revoke the worker's token; the worker may.
+refused = app.revoke_token(meta["revocation_endpoint"], token=machine["access_token"])
+seen["machine_revoked_by_other"] = [refused.status_code, refused.json().get("error")]
+seen["machine_active_after_refusal"] = rs.introspect_token(introspect, token=machine["access_token"]).json()["active"]
+revoked = worker.revoke_token(meta["revocation_endpoint"], token=machine["access_token"])
+seen["machine_revoked_by_owner"] = revoked.status_code
+seen["machine_after_revoke"] = rs.introspect_token(introspect, token=machine["access_token"]).json()
 
 print(json.dumps(seen))

@@ -144,6 +144,10 @@ both_backends! {
         assert_eq!(seen["machine_has_refresh_token"], false);
         assert_eq!(seen["machine_introspected"]["active"], true, "{seen}");
         assert_eq!(seen["machine_introspected"]["client_id"], "python-worker");
+        assert_eq!(seen["machine_revoked_by_other"], serde_json::json!([400, "unauthorized_client"]), "{seen}");
+        assert_eq!(seen["machine_active_after_refusal"], true, "{seen}");
+        assert_eq!(seen["machine_revoked_by_owner"], 200, "{seen}");
+        assert_eq!(seen["machine_after_revoke"], serde_json::json!({"active": false}), "{seen}");
         auth.service.assert_never_logged(&[&app_secret, &rs_secret, &worker_secret, PASSWORD]);
     }
 }
