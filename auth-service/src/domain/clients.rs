@@ -350,7 +350,9 @@ impl Clients {
                 })
             })
             .await?;
-        self.ctx.revoked_tokens.record(jti, now);
+        self.ctx
+            .revoked_tokens
+            .record(jti, client_table::counted_from(now, claims.exp));
         if newly {
             log::info!("client token revoked: jti={jti}");
         }

@@ -111,7 +111,7 @@ pub struct RevokedClientToken<'a> {
 
 /// Records that a client's access token was revoked at `now`, and announces it to the other
 /// replicas in the same transaction; `false` (and no announcement) when it was revoked
-/// already.
+/// already. The announcement carries [`counted_from`], as [`revoked_tokens_since`] does.
 pub fn revoke_token(
     conn: &mut DbConn,
     token: &RevokedClientToken<'_>,
@@ -130,28 +130,47 @@ pub fn revoke_token(
         Ok(())
     })?;
     if newly {
-        revocation_feed::announce_client_tokens(conn, &[token.jti], now)?;
+        let from = counted_from(now, token.expires_at);
+        revocation_feed::announce_client_tokens(conn, &[token.jti], from)?;
     }
     Ok(newly)
 }
 
-/// Client tokens revoked at or after `since`, with the time they were revoked.
+/// The time a revoked client token's horizon counts from: the later of its revocation and
+/// its own `exp`. A revocation is remembered (and its row kept) for the revocation horizon
+/// after that, so it outlives the token whatever `tokens.access_ttl` is now (a token issued
+/// under a longer one, before a change) and whichever replica's clock issued it.
+pub fn counted_from(revoked_at: i64, expires_at: i64) -> i64 {
+    revoked_at.max(expires_at)
+}
+
+/// Client tokens whose revocation still counts at `since` (see [`counted_from`]), with the
+/// time it counts from. A row whose `jti` is no id is skipped, with a warning: it cannot
+/// name a token, and must not keep the others (or the sessions') from loading.
 pub fn revoked_tokens_since(
     conn: &mut DbConn,
     since: i64,
 ) -> Result<Vec<(TokenId, i64)>, StorageError> {
-    let rows: Vec<(String, i64)> = revoked_client_tokens::table
-        .filter(revoked_client_tokens::revoked_at.ge(since))
+    let rows: Vec<(String, i64, i64)> = revoked_client_tokens::table
+        .filter(
+            revoked_client_tokens::revoked_at
+                .ge(since)
+                .or(revoked_client_tokens::expires_at.ge(since)),
+        )
         .select((
             revoked_client_tokens::jti,
             revoked_client_tokens::revoked_at,
+            revoked_client_tokens::expires_at,
         ))
         .load(conn)?;
-    rows.into_iter()
-        .map(|(jti, at)| {
-            TokenId::parse(&jti)
-                .map(|jti| (jti, at))
-                .map_err(|_| StorageError::Corrupt(format!("revoked_client_tokens.jti {jti:?}")))
+    Ok(rows
+        .into_iter()
+        .filter_map(|(jti, at, exp)| match TokenId::parse(&jti) {
+            Ok(id) => Some((id, counted_from(at, exp))),
+            Err(_) => {
+                log::warn!("revoked_client_tokens: skipped a row whose jti is not an id");
+                None
+            }
         })
-        .collect()
+        .collect())
 }

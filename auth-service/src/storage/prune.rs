@@ -13,7 +13,8 @@ pub struct Pruned {
     pub sessions: usize,
     /// Reports from the user service (remote users), kept as long as the audit trail.
     pub user_events: usize,
-    /// Revocations of machine clients' tokens, kept as long as revoked sessions.
+    /// Revocations of machine clients' tokens, kept as long as revoked sessions, counted
+    /// from the token's `exp` when that is later.
     pub revoked_client_tokens: usize,
 }
 
@@ -83,7 +84,9 @@ pub fn prune(conn: &mut DbConn, r: &PruneRequest) -> Result<Pruned, StorageError
     }
     loop {
         let ids: Vec<String> = revoked_client_tokens::table
+            // Both before the horizon: see `clients::counted_from`.
             .filter(revoked_client_tokens::revoked_at.lt(r.now - r.revoked_keep))
+            .filter(revoked_client_tokens::expires_at.lt(r.now - r.revoked_keep))
             .select(revoked_client_tokens::jti)
             .limit(r.batch_size)
             .load(conn)?;
