@@ -36,6 +36,9 @@ pub async fn authorization_server(state: State) -> HttpResponse {
 /// issuer to be one.
 pub fn discovery(issuer: &str, public_url: &str, internal_url: &str) -> serde_json::Value {
     let auth_methods = ["client_secret_basic", "client_secret_post"];
+    // Public clients (a browser or mobile app with no secret) refresh and revoke their own
+    // tokens without authenticating; introspection always needs a client.
+    let public_too = ["client_secret_basic", "client_secret_post", "none"];
     serde_json::json!({
         "issuer": issuer,
         "token_endpoint": format!("{public_url}/oauth/token"),
@@ -44,8 +47,8 @@ pub fn discovery(issuer: &str, public_url: &str, internal_url: &str) -> serde_js
         "jwks_uri": format!("{public_url}/.well-known/jwks.json"),
         "grant_types_supported": ["refresh_token", "password", "client_credentials"],
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_methods_supported": public_too,
+        "revocation_endpoint_auth_methods_supported": public_too,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "service_documentation": format!("{public_url}/openapi.json"),
     })

@@ -195,8 +195,15 @@ async fn discovery_and_openapi_describe_the_service() {
         r.body["grant_types_supported"],
         json!(["refresh_token", "password", "client_credentials"])
     );
+    // Public clients refresh and revoke without a secret; introspection needs a client.
+    for endpoint in ["token", "revocation"] {
+        assert_eq!(
+            r.body[format!("{endpoint}_endpoint_auth_methods_supported")],
+            json!(["client_secret_basic", "client_secret_post", "none"])
+        );
+    }
     assert_eq!(
-        r.body["token_endpoint_auth_methods_supported"],
+        r.body["introspection_endpoint_auth_methods_supported"],
         json!(["client_secret_basic", "client_secret_post"])
     );
     // The OpenAPI description, as JSON, lists the OAuth endpoints.
