@@ -210,13 +210,19 @@ fn a_second_server_on_one_sqlite_file_refuses_to_start() {
     };
     let mut first = serve();
     // Until the first one is up (its data directory and lock exist).
-    for _ in 0..100 {
-        if dir.path().join("data/auth.db.serve-lock").exists()
-            && dir.path().join("data/keys").exists()
-        {
+    let mut up = false;
+    for _ in 0..300 {
+        up = dir.path().join("data/auth.db.serve-lock").exists()
+            && dir.path().join("data/keys").exists();
+        if up {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if !up {
+        let _ = first.kill();
+        let _ = first.wait();
+        panic!("the first server did not start within 30 s");
     }
     std::thread::sleep(Duration::from_millis(300));
     let second = serve().wait_with_output().unwrap();

@@ -122,7 +122,9 @@ both_backends! {
     }
 
     async fn parallel_guesses_cannot_outrun_the_throttle(b: Backend) {
-        let app = TestApp::spawn_with(b, &[("AUTH__LOGIN__MAX_FAILURES", "3")]).await;
+        // (Waiting attempts get 10 s, not the default 2 s, before 503 overloaded: this counts
+        // checks and refusals, not how fast a loaded machine runs them.)
+        let app = TestApp::spawn_with(b, &[("AUTH__LOGIN__MAX_FAILURES", "3"), ("AUTH__LOGIN__MAX_WAIT", "10s")]).await;
         app.register("alice", "correct horse").await;
         // 12 guesses at once: no more than the limit get their password checked, however the
         // requests interleave (an attempt starts only while failures plus attempts running
@@ -138,8 +140,9 @@ both_backends! {
 
     async fn a_burst_of_correct_logins_is_never_throttled(b: Backend) {
         // A script or a NAT'ed office: 20 correct logins of one account at once, with a limit
-        // of 10 failures. Attempts in flight are not failures.
-        let app = TestApp::spawn(b).await;
+        // of 10 failures. Attempts in flight are not failures. (Waiting ones get 10 s, not
+        // the default 2 s, before 503 overloaded: this is about the answers, not the speed.)
+        let app = TestApp::spawn_with(b, &[("AUTH__LOGIN__MAX_WAIT", "10s")]).await;
         app.register("alice", "correct horse").await;
         let logins = (0..20).map(|_| app.login("alice", "correct horse"));
         let statuses: Vec<u16> = futures_util::future::join_all(logins).await.iter().map(|r| r.status.as_u16()).collect();
@@ -302,9 +305,14 @@ async fn the_login_limit_holds_across_replicas() {
     login_at(&b.public, "nobody3", "wrong guess")
         .await
         .assert_error(429, "too_many_attempts");
-    // Parallel guesses over both replicas cannot outrun it either.
-    let c = TestApp::spawn_with(Backend::Postgres, &[("AUTH__LOGIN__MAX_FAILURES", "3")]).await;
-    let d = c.replica(&[("AUTH__LOGIN__MAX_FAILURES", "3")]).await;
+    // Parallel guesses over both replicas cannot outrun it either. (Waiting attempts get 10 s,
+    // not the default 2 s, before 503 overloaded: this counts answers, not speed.)
+    let parallel_limits = [
+        ("AUTH__LOGIN__MAX_FAILURES", "3"),
+        ("AUTH__LOGIN__MAX_WAIT", "10s"),
+    ];
+    let c = TestApp::spawn_with(Backend::Postgres, &parallel_limits).await;
+    let d = c.replica(&parallel_limits).await;
     c.register("carol", "correct horse").await;
     let c = &c;
     let guesses = (0..12).map(|i| {

@@ -169,8 +169,17 @@ both_backends! {
         let health = app.send(app.client.get(format!("{}/healthz", app.internal))).await;
         assert_eq!(health.status, 200);
         app.db.pg_admin(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"));
-        let ready = app.send(app.client.get(format!("{}/readyz", app.public))).await;
-        assert_eq!(ready.status, 200, "{}", ready.body);
+        // Ready again once the pool has connected again (it retries with a backoff).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let ready = app.send(app.client.get(format!("{}/readyz", app.public))).await;
+            if ready.status == 200 {
+                break;
+            }
+            ready.assert_error(503, "service_unavailable");
+            assert!(std::time::Instant::now() < deadline, "never ready again");
+            sleep_secs(0.1).await;
+        }
         assert_eq!(app.refresh(&rt).await.status, 200);
     }
 
@@ -300,6 +309,17 @@ both_backends! {
         assert_eq!(r.body["error"], "service_unavailable");
         assert!(r.header("retry-after").is_some());
         app.db.pg_admin(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"));
-        assert_eq!(app.send(ask("late-api", &late)).await.status, 200);
+        // Checked once the pool has connected again (it retries with a backoff).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let r = app.send(ask("late-api", &late)).await;
+            if r.status == 200 {
+                break;
+            }
+            assert_eq!(r.status, 503, "{}", r.body);
+            assert_eq!(r.body["error"], "service_unavailable");
+            assert!(std::time::Instant::now() < deadline, "never answered again");
+            sleep_secs(0.1).await;
+        }
     }
 }

@@ -28,7 +28,9 @@ both_backends! {
         let mut nats = NatsServer::start();
         nats.stop();
         let (stream_name, prefix) = unique_names();
-        let settings = events_env(&nats.url(), &stream_name, &prefix);
+        let mut settings = events_env(&nats.url(), &stream_name, &prefix);
+        // Short, so the test waits little after the broker goes away.
+        settings.push(("AUTH__EVENTS__PUBLISH_TIMEOUT".into(), "1s".into()));
         let app = TestApp::spawn_with(b, &as_pairs(&settings)).await;
 
         // The broker is down: every answer is as usual, and the events wait.

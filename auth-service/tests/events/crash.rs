@@ -88,7 +88,14 @@ both_backends! {
         .await;
         stop.store(true, Ordering::Relaxed);
         traffic.await.unwrap();
-        assert!(answered.load(Ordering::Relaxed) >= 40);
+        // Each login records one audit row and the traffic sends one at a time: of the rows
+        // before the kill all were answered but the 3 registrations and the one in flight,
+        // and every one of the 20 or more after the restart was answered.
+        let answered = answered.load(Ordering::Relaxed);
+        assert!(
+            answered >= before_restart + 16,
+            "{answered} answered, {before_restart} rows before the restart"
+        );
 
         let published = wait_until_relayed(&pool, &url, &stream_name).await;
         let rows = audit_rows(&pool).await;

@@ -1604,12 +1604,18 @@ async fn compose_profiles_end_a_disabled_users_token_at_the_resource_service() {
     )
     .await
     .assert_unauthorized("token_revoked");
-    let status = events_status().await;
-    assert!(
-        status["applied"].as_u64().unwrap() > applied_before
-            && status["dropped_entries"].as_u64().unwrap() >= 1,
-        "{status}"
-    );
+    // Counted just after the answer was dropped.
+    wait_for("the event counted", Duration::from_secs(5), || async {
+        let status = events_status().await;
+        if status["applied"].as_u64().unwrap() > applied_before
+            && status["dropped_entries"].as_u64().unwrap() >= 1
+        {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    })
+    .await;
     // The auth service asks the user service at login: a disabled user cannot log in.
     let r = send(client.post(format!("{public}/login")).json(&creds)).await;
     assert_eq!(r.status, 401, "{}", r.body);

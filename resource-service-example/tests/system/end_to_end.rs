@@ -7,8 +7,9 @@ use serde_json::json;
 
 use crate::support::*;
 
-/// Access tokens live 3 s: long enough for a step's few requests, short enough to wait out.
-const ACCESS_TTL: &str = "3s";
+/// Access tokens live 5 s: long enough for a step's few requests on a busy machine, short
+/// enough to wait out.
+const ACCESS_TTL: &str = "5s";
 
 both_backends! {
     async fn full_flow(b: Backend) {
@@ -40,8 +41,11 @@ both_backends! {
         assert_eq!(r.status, 200);
         assert_eq!(r.body["posts"][0]["id"], post_id.as_str());
 
-        // 3. Once the access token has expired the resource service says so: refresh.
-        sleep_until_unix(claims(&at)["exp"].as_f64().unwrap() + 1.0).await;
+        // 3. Once the access token has expired the resource service says so: refresh. (It
+        // is expired a second after its `exp`; waited for in two steps of under 5 s each.)
+        let exp = claims(&at)["exp"].as_f64().unwrap();
+        sleep_until_unix(exp).await;
+        sleep_until_unix(exp + 1.0).await;
         stack.rs_get("/posts", &at).await.assert_unauthorized("token_expired");
 
         // 4. Refresh with the refresh token (and the expired access token): a new pair works.

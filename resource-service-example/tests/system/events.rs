@@ -236,7 +236,7 @@ async fn the_cache_is_bypassed_while_the_broker_is_away_and_events_flow_after_it
         nats.restart();
         stack
             .wait_events("subscribed again", |s| {
-                s["subscribed"] == true && s["subscriptions"] == round
+                s["subscribed"] == true && s["subscriptions"].as_u64() >= Some(round)
             })
             .await;
         wait_caching(&stack).await;
@@ -383,7 +383,7 @@ async fn the_cache_is_used_only_while_the_relays_heartbeats_arrive() {
         .wait_events("the cache bypassed", |s| s["cache_in_use"] == false)
         .await;
     assert!(
-        stopped.elapsed() < Duration::from_secs(3 + 2),
+        stopped.elapsed() < Duration::from_secs(3 + 5),
         "{:?}",
         stopped.elapsed()
     );
@@ -393,6 +393,20 @@ async fn the_cache_is_used_only_while_the_relays_heartbeats_arrive() {
         .await
         .assert_unauthorized("token_revoked");
     assert_eq!(stack.events_status().await["cache_entries"], 0);
+    // Said in the log, by a timer that a new heartbeat would cancel: before they come back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stack
+        .resource
+        .output()
+        .contains("no heartbeat of the auth service's relay")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no warning about the missing heartbeats:\n{}",
+            stack.resource.output()
+        );
+        sleep_secs(0.05).await;
+    }
 
     // They come back: in use again, from an empty cache.
     let _heartbeats = Heartbeats::start(&nats.url(), &stream, &prefix).await;
@@ -401,11 +415,6 @@ async fn the_cache_is_used_only_while_the_relays_heartbeats_arrive() {
     let (at, _) = stack.login("alice").await;
     assert_eq!(stack.rs_get("/posts", &at).await.status, 200);
     assert_eq!(stack.events_status().await["cache_entries"], 1);
-    let out = stack.resource.output();
-    assert!(
-        out.contains("no heartbeat of the auth service's relay"),
-        "{out}"
-    );
 }
 
 both_backends! {
@@ -439,7 +448,7 @@ both_backends! {
         let status = stack
             .wait_events("the cache bypassed", |s| s["cache_in_use"] == false)
             .await;
-        assert!(stopped.elapsed() < window + Duration::from_secs(3), "{:?}", stopped.elapsed());
+        assert!(stopped.elapsed() < window + Duration::from_secs(5), "{:?}", stopped.elapsed());
         assert_eq!(status["subscribed"], true, "{status}");
         // Not served from the cache any more (the auth service is away), and forgotten.
         stack.rs_get("/posts", &at).await.assert_unavailable();

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -463,12 +464,34 @@ async fn lb_spreads_requests_over_replicas_and_passes_the_client_address() {
     )
     .await;
     assert_eq!(r.status, 204, "{}", r.body);
-    sleep_secs(1.0).await;
-    for _ in 0..2 {
-        send(client.get(&verify_url).bearer_auth(&at))
-            .await
-            .assert_unauthorized("token_revoked");
+    // Asked through the balancer until two answers in a row (round robin: one from each
+    // replica) are token_revoked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut asked, mut refused_in_a_row) = (3, 0); // two answers and the bad token so far
+    while refused_in_a_row < 2 {
+        let r = send(client.get(&verify_url).bearer_auth(&at)).await;
+        asked += 1;
+        if r.status == 200 {
+            refused_in_a_row = 0;
+            assert!(
+                Instant::now() < deadline,
+                "a replica still accepts the token 10 s after the logout"
+            );
+            sleep_secs(0.05).await;
+        } else {
+            r.assert_unauthorized("token_revoked");
+            refused_in_a_row += 1;
+        }
     }
+    let verifies = upstreams(&nginx.logged("GET /verify", asked).await);
+    assert_eq!(
+        verifies[verifies.len() - 2..]
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        internal_addrs,
+        "{verifies:?}"
+    );
 
     // A replica gone: idempotent requests that meet it move on to the other one
     // (`proxy_next_upstream error`), on both listeners.

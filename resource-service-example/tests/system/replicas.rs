@@ -101,44 +101,44 @@ async fn three_replicas_behind_nginx_share_revocations_rotations_and_limits() {
     .await;
     assert_eq!(r.status, 204, "{}", r.body);
     let logged_out = Instant::now();
-    // (replica, token) pairs not yet refused, and when each was first seen refused.
-    let mut pending: Vec<(usize, &String)> =
-        (0..REPLICAS).flat_map(|i| [(i, &at0), (i, &at1)]).collect();
-    let mut seen = Vec::new();
-    while !pending.is_empty() {
-        let mut still = Vec::new();
-        for (i, at) in pending {
-            let r = send(client.get(&verify[i]).bearer_auth(at)).await;
-            let after = logged_out.elapsed();
-            if r.status == 200 {
-                still.push((i, at));
-            } else {
-                r.assert_unauthorized("token_revoked");
-                seen.push((i, after));
-            }
-        }
-        pending = still;
-        let waited = logged_out.elapsed();
+    // Each (replica, token) pair is polled in a loop of its own, all at once from the
+    // logout's answer on, so no replica's time includes requests to the others. Each loop
+    // records when its replica first answered token_revoked; it keeps polling past the
+    // bound (up to 5 s) only so that a failure says how late it was.
+    let refused_after: Vec<(usize, usize, Option<Duration>)> = futures_util::future::join_all(
+        (0..REPLICAS)
+            .flat_map(|i| [(i, 0, &at0), (i, 1, &at1)])
+            .map(|(i, n, at)| {
+                let (client, url) = (&client, &verify[i]);
+                async move {
+                    loop {
+                        let r = send(client.get(url).bearer_auth(at)).await;
+                        let after = logged_out.elapsed();
+                        if r.status != 200 {
+                            r.assert_unauthorized("token_revoked");
+                            return (i, n, Some(after));
+                        }
+                        if after > 5 * PUSH_BOUND {
+                            return (i, n, None);
+                        }
+                        sleep_secs(0.02).await;
+                    }
+                }
+            }),
+    )
+    .await;
+    for (i, n, after) in &refused_after {
         assert!(
-            pending.is_empty() || waited < PUSH_BOUND,
-            "after {waited:?} replicas {:?} still accept the logged-out session's tokens \
-             (refused so far: {seen:?})",
-            pending.iter().map(|(i, _)| i).collect::<Vec<_>>()
-        );
-        if !pending.is_empty() {
-            sleep_secs(0.02).await;
-        }
-    }
-    for (i, after) in &seen {
-        assert!(
-            *after <= PUSH_BOUND,
-            "replica {i} refused only after {after:?}"
+            after.is_some_and(|after| after <= PUSH_BOUND),
+            "replica {i} refused at{n} only after {after:?} (None: still accepted after 5 s); \
+             (replica, token, refused after): {refused_after:?}"
         );
     }
 
     // 20 concurrent refreshes of one refresh token, round robin over the replicas: one
-    // child. Every 200 carries it; anything else is a clean 401 (never a 5xx, and never a
-    // reuse, which would have ended the session).
+    // child. Every 200 carries it; anything else is a clean 401, or a 503 with Retry-After
+    // when the database is too busy for the burst (never another 5xx, and never a reuse,
+    // which would have ended the session).
     let r = post(&client, &lb, "/login", alice.clone()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let rt = r.str("refresh_token");
@@ -163,6 +163,7 @@ async fn three_replicas_behind_nginx_share_revocations_rotations_and_limits() {
                 r.assert_error(401, r.error());
                 assert_ne!(r.error(), "token_reused", "{}", r.body);
             }
+            503 => r.assert_unavailable(),
             other => panic!("refresh answered {other}: {}", r.body),
         }
     }
