@@ -146,6 +146,10 @@ fn defaults() -> Vec<(&'static str, config::Value)> {
     ]
 }
 
+/// The mark of `deploy/.env.example`'s placeholders (`change-me-to-another-long-random-value`):
+/// such a secret is known to everyone who has read the file, so it is refused.
+const PLACEHOLDER_MARK: &str = "change-me";
+
 impl Settings {
     pub fn load(sources: &Sources) -> Result<Settings, SettingsError> {
         let mut builder = config::Config::builder();
@@ -260,6 +264,17 @@ impl Settings {
             },
             (None, None) => None,
         };
+        if let Some(s) = &secret
+            && s.to_ascii_lowercase().contains(PLACEHOLDER_MARK)
+        {
+            return err(
+                "auth.client_secret",
+                format!(
+                    "still the placeholder from deploy/.env.example (it contains \
+                     \"{PLACEHOLDER_MARK}\"): set the secret registered for this service"
+                ),
+            );
+        }
         match (&a.client_id, secret) {
             (None, None) => Ok(None),
             (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
@@ -478,6 +493,27 @@ mod tests {
                     ("RS__AUTH__CLIENT_SECRET_FILE", "/nonexistent/secret"),
                 ],
                 "auth.client_secret_file",
+            ),
+            // deploy/.env.example's value, as it ships (and in another case).
+            (
+                vec![
+                    ("RS__AUTH__CLIENT_ID", "a"),
+                    (
+                        "RS__AUTH__CLIENT_SECRET",
+                        "change-me-to-another-long-random-value",
+                    ),
+                ],
+                "auth.client_secret: still the placeholder",
+            ),
+            (
+                vec![
+                    ("RS__AUTH__CLIENT_ID", "a"),
+                    (
+                        "RS__AUTH__CLIENT_SECRET",
+                        "0123456789abcdef-CHANGE-ME-0123456789",
+                    ),
+                ],
+                "auth.client_secret: still the placeholder",
             ),
         ] {
             let e = load(&pairs).unwrap_err().to_string();

@@ -206,8 +206,33 @@ fn defaults() -> Vec<(&'static str, config::Value)> {
     ]
 }
 
-/// A secret given inline or in a file (surrounding whitespace dropped), not both.
+/// The mark of `deploy/.env.example`'s placeholders (`change-me-to-a-fifth-long-random-value`,
+/// …): long enough for the length check, and known to everyone who has read the file.
+const PLACEHOLDER_MARK: &str = "change-me";
+
+/// A secret given inline or in a file (surrounding whitespace dropped), not both; never
+/// one of `deploy/.env.example`'s placeholders.
 fn secret_of(
+    key: &str,
+    inline: &Option<Redacted>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, SettingsError> {
+    let secret = given_secret(key, inline, file)?;
+    if let Some(s) = &secret
+        && s.to_ascii_lowercase().contains(PLACEHOLDER_MARK)
+    {
+        return fail(
+            key,
+            format!(
+                "still the placeholder from deploy/.env.example (it contains \"{PLACEHOLDER_MARK}\"): \
+                 set a random value, e.g. `openssl rand -hex 24`"
+            ),
+        );
+    }
+    Ok(secret)
+}
+
+fn given_secret(
     key: &str,
     inline: &Option<Redacted>,
     file: &Option<PathBuf>,

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 pub use values::{
     BrokerUrl, DatabaseUrl, NetList, OriginList, SigningAlgorithm, Span, UserSource, redact_url,
@@ -489,12 +489,27 @@ impl Settings {
                 "set either keys.refresh_secret or keys.refresh_secret_file, not both",
             );
         }
+        if let Some(DatabaseUrl::Postgres(url)) = &self.database.url
+            && let Some((_, rest)) = url.expose_secret().split_once("://")
+            && let Some((userinfo, _)) = rest.rsplit_once('@')
+            && is_placeholder_secret(userinfo)
+        {
+            // POSTGRES_PASSWORD of deploy/.env.example, as it ships.
+            return Err(SettingsError(placeholder_refused(
+                "database.url: the password",
+            )));
+        }
         let u = &self.users;
         if u.remote_secret.is_some() && u.remote_secret_file.is_some() {
             return err(
                 "users.remote_secret",
                 "set either users.remote_secret or users.remote_secret_file, not both",
             );
+        }
+        if let Some(secret) = &u.remote_secret
+            && is_placeholder_secret(secret.expose_secret())
+        {
+            return Err(SettingsError(placeholder_refused("users.remote_secret")));
         }
         if let Some(url) = &u.remote_url
             && !url.starts_with("http://")
@@ -615,6 +630,25 @@ impl Settings {
         ));
         out
     }
+}
+
+/// The mark of the values `deploy/.env.example` puts where a secret belongs
+/// (`change-me-to-a-long-random-value`, …).
+const PLACEHOLDER_MARK: &str = "change-me";
+
+/// Whether `secret` is still one of `deploy/.env.example`'s placeholders. Such a value is long
+/// enough for every length check and known to everyone who has read the file, so a secret
+/// that contains the mark (in any case) is refused wherever an operator gives one.
+pub fn is_placeholder_secret(secret: &str) -> bool {
+    secret.to_ascii_lowercase().contains(PLACEHOLDER_MARK)
+}
+
+/// The refusal of a placeholder secret given as `key`.
+pub fn placeholder_refused(key: &str) -> String {
+    format!(
+        "{key}: still the placeholder from deploy/.env.example (it contains \"{PLACEHOLDER_MARK}\"): \
+         set a random value, e.g. `openssl rand -hex 24`"
+    )
 }
 
 /// Reads a secret from a file, trimming the trailing newline editors add.

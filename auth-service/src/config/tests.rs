@@ -354,3 +354,47 @@ fn broker_credentials_never_printed() {
         }
     }
 }
+
+#[test]
+fn the_env_example_placeholder_is_refused_as_the_user_service_secret() {
+    let remote = [
+        ("AUTH__USERS__SOURCE", "remote"),
+        ("AUTH__USERS__REMOTE_URL", "http://user-service:8090"),
+    ];
+    for placeholder in [
+        "change-me-to-a-third-long-random-value",
+        "0123456789abcdef0123456789-Change-Me",
+    ] {
+        let mut pairs = remote.to_vec();
+        pairs.push(("AUTH__USERS__REMOTE_SECRET", placeholder));
+        let e = error_of(&env(&pairs));
+        assert!(
+            e.contains("users.remote_secret: still the placeholder"),
+            "{e}"
+        );
+        assert!(!e.contains(placeholder), "{e}");
+    }
+    let mut pairs = remote.to_vec();
+    pairs.push((
+        "AUTH__USERS__REMOTE_SECRET",
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+    ));
+    assert!(Settings::load(&env(&pairs)).is_ok());
+    assert!(!is_placeholder_secret(
+        "a-changeable-but-random-value-0123456789"
+    ));
+}
+
+#[test]
+fn the_env_example_database_password_is_refused() {
+    let shipped = "postgres://auth:change-me-to-a-long-random-value@db:5432/auth";
+    let e = error_of(&env(&[("DATABASE_URL", shipped)]));
+    assert!(
+        e.contains("database.url: the password: still the placeholder"),
+        "{e}"
+    );
+    assert!(!e.contains("change-me-to"), "{e}");
+    // Only the credentials are looked at.
+    let fine = "postgres://auth:9f86d081884c7d659a2feaa0c55ad015@change-me.internal:5432/auth";
+    assert!(Settings::load(&env(&[("DATABASE_URL", fine)])).is_ok());
+}

@@ -117,6 +117,9 @@ fn validate_client_id(id: &str) -> Result<(), Error> {
 /// The secret given, if long enough, or a generated one (returned so it can be shown once).
 fn choose_secret(given: Option<SecretString>) -> Result<(SecretString, bool), Error> {
     match given {
+        Some(s) if crate::config::is_placeholder_secret(s.expose_secret()) => Err(
+            Error::Validation(crate::config::placeholder_refused("client secret")),
+        ),
         Some(s) if (MIN_SECRET_CHARS..=MAX_SECRET_BYTES).contains(&s.expose_secret().len()) => {
             Ok((s, false))
         }

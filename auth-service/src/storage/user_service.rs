@@ -133,6 +133,11 @@ impl UserService {
             (None, Some(path)) => read_secret_file("users.remote_secret_file", path)?,
             (None, None) => return Err(SettingsError("users.remote_secret: required".into())),
         };
+        if crate::config::is_placeholder_secret(secret.expose_secret()) {
+            return Err(SettingsError(crate::config::placeholder_refused(
+                "users.remote_secret",
+            )));
+        }
         if secret.expose_secret().chars().count() < MIN_SECRET_CHARS {
             return Err(SettingsError(format!(
                 "users.remote_secret: must be at least {MIN_SECRET_CHARS} characters"

@@ -461,6 +461,22 @@ fn client_commands_register_list_rotate_and_delete() {
     let out = cli(&["client", "create", "--client-id", "short"], "too-short\n");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("32 to 512"));
+    // So is deploy/.env.example's placeholder, long as it is, in any case.
+    for placeholder in [
+        "change-me-to-another-long-random-value",
+        "PLEASE-CHANGE-ME-0123456789abcdef0123",
+    ] {
+        let out = cli(
+            &["client", "create", "--client-id", "example"],
+            &format!("{placeholder}\n"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("still the placeholder"),
+            "{err}"
+        );
+        assert!(!err.contains(placeholder), "{err}");
+    }
     let out = cli(&["client", "create", "--client-id", "posts-api"], "");
     assert!(!out.status.success());
     // An id shaped like a user's id is refused.

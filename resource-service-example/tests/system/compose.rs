@@ -31,6 +31,8 @@ const USERS: &str = "user-service";
 const SETUP_USERS: &str = "auth-setup-users";
 const EVENTS: &str = "events";
 const REMOTE_USERS: &str = "remote-users";
+/// What deploy/.env.example puts where a secret belongs.
+const PLACEHOLDER: &str = "change-me";
 
 /// The `user-service` binary of this workspace (see `testkit::workspace_bin`).
 fn user_service_bin() -> &'static Path {
@@ -228,13 +230,31 @@ impl Compose {
         Compose::load_with(&on)
     }
 
-    /// `overrides` on top of deploy/.env.example, as lines changed in .env.
+    /// `overrides` on top of deploy/.env.example, as lines changed in .env; and every
+    /// `change-me-…` placeholder replaced by a random value, as the file asks (the binaries
+    /// refuse the placeholders: see `the_env_example_placeholders_are_refused`).
     fn load_with(overrides: &BTreeMap<String, String>) -> Compose {
+        Compose::interpolated(overrides, true)
+    }
+
+    /// With both profiles on and the placeholders left as deploy/.env.example ships them.
+    fn with_profiles_as_shipped() -> Compose {
+        let doc = profile_doc(&read("deploy/.env.example"));
+        let on: BTreeMap<String, String> = doc.turn_on.into_values().flatten().collect();
+        Compose::interpolated(&on, false)
+    }
+
+    fn interpolated(overrides: &BTreeMap<String, String>, set_secrets: bool) -> Compose {
         let raw: Value = serde_norway::from_str(&read("docker-compose.yml"))
             .expect("docker-compose.yml is YAML");
         let env_example = parse_env_file(&read("deploy/.env.example"));
         let mut vars = env_example.clone();
         vars.extend(overrides.clone());
+        if set_secrets {
+            for value in vars.values_mut().filter(|v| v.contains(PLACEHOLDER)) {
+                *value = uuid::Uuid::new_v4().simple().to_string();
+            }
+        }
         let mut used = BTreeSet::new();
         let doc = interpolate_all(&raw, &vars, &mut used)
             .unwrap_or_else(|e| panic!("docker-compose.yml with deploy/.env.example: {e}"));
@@ -1238,6 +1258,101 @@ fn every_compose_variable_is_read_by_its_binary() {
                 "{service}: {name}"
             );
         }
+    }
+}
+
+/// deploy/.env.example's `change-me-…` values are long enough for every length check, and
+/// public: an operator who copies the file and forgets one is stopped by the binary that
+/// reads it, with the setting named and the value not shown.
+#[test]
+fn the_env_example_placeholders_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Compose::with_profiles_as_shipped();
+    let placeholders: Vec<String> = shipped
+        .env_example
+        .values()
+        .filter(|v| v.contains(PLACEHOLDER))
+        .cloned()
+        .collect();
+    assert!(placeholders.len() >= 4, "{placeholders:?}");
+    let stack = MappedStack::new(shipped, dir.path(), "postgres://u:p@127.0.0.1:1/x", None);
+    let refused = |bin: &Path, env: &Env, args: &[&str], setting: &str| {
+        let out = Command::new(bin)
+            .env_clear()
+            .envs(env)
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{} {args:?} accepted a placeholder",
+            bin.display()
+        );
+        assert!(
+            err.contains(&format!("{setting}: still the placeholder")),
+            "{} {args:?}: {err}",
+            bin.display()
+        );
+        for p in &placeholders {
+            assert!(!err.contains(p), "{err}");
+        }
+    };
+    let check = ["check-config"];
+    refused(
+        auth_service_bin(),
+        &stack.auth.env,
+        &check,
+        "users.remote_secret",
+    );
+    // POSTGRES_PASSWORD reaches the auth service inside DATABASE_URL.
+    let mut auth = stack.auth.env.clone();
+    let url = stack.compose.container_env(AUTH)["DATABASE_URL"].clone();
+    assert!(url.contains(PLACEHOLDER), "{url}");
+    auth.insert("DATABASE_URL".into(), url);
+    auth.insert(
+        "AUTH__USERS__REMOTE_SECRET".into(),
+        uuid::Uuid::new_v4().simple().to_string(),
+    );
+    refused(
+        auth_service_bin(),
+        &auth,
+        &check,
+        "database.url: the password",
+    );
+    refused(
+        Path::new(RESOURCE_SERVICE_BIN),
+        &stack.rs.env,
+        &check,
+        "auth.client_secret",
+    );
+    // The user service reads three: each is named in its turn, once the others are set.
+    let user_secrets = [
+        ("USERS__SERVICE__CLIENT_SECRET", "service.client_secret"),
+        ("USERS__ADMIN__TOKEN", "admin.token"),
+        ("USERS__AUTH__CLIENT_SECRET", "auth.client_secret"),
+    ];
+    for (var, setting) in user_secrets {
+        assert!(stack.users.env[var].contains(PLACEHOLDER), "{var}");
+        let mut env = stack.users.env.clone();
+        for (other, _) in user_secrets.iter().filter(|(other, _)| *other != var) {
+            env.insert(other.to_string(), uuid::Uuid::new_v4().simple().to_string());
+        }
+        refused(user_service_bin(), &env, &check, setting);
+    }
+    // The one-shots register the secret they are given: never a placeholder. (SQLite in the
+    // test's directory: the refusal comes before anything is written.)
+    for (service, mapped) in [(SETUP, &stack.setup), (SETUP_USERS, &stack.setup_users)] {
+        let mut env = mapped.env.clone();
+        env.remove("DATABASE_URL");
+        env.insert(
+            "AUTH__DATA_DIR".into(),
+            dir.path().join(service).display().to_string(),
+        );
+        let command = stack.compose.command(service);
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        refused(auth_service_bin(), &env, &args, "client secret");
     }
 }
 

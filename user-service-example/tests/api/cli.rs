@@ -120,6 +120,22 @@ fn check_config_redacts_and_names_bad_keys() {
         ),
         ("USERS__SERVICE__CLIENT_SECRET", "", "service.client_secret"),
         ("USERS__ADMIN__TOKEN", "too-short", "admin.token"),
+        // deploy/.env.example's values, as they ship: long enough, and public.
+        (
+            "USERS__ADMIN__TOKEN",
+            "change-me-to-a-fifth-long-random-value",
+            "admin.token: still the placeholder",
+        ),
+        (
+            "USERS__SERVICE__CLIENT_SECRET",
+            "change-me-to-a-third-long-random-value",
+            "service.client_secret: still the placeholder",
+        ),
+        (
+            "USERS__AUTH__CLIENT_SECRET",
+            "change-me-to-a-fourth-long-random-value",
+            "auth.client_secret: still the placeholder",
+        ),
         ("USERS__DATABASE__URL", "mysql://x/y", "database.url"),
         ("USERS__SERVER__ADDR", "nowhere", "server.addr"),
     ] {
