@@ -86,7 +86,7 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
         &profile,
     ]);
     let above = profile_dir.parent().expect("target dir");
-    if above.join("CACHEDIR.TAG").exists() {
+    if !is_triple_dir(above) {
         cmd.arg("--target-dir").arg(above);
     } else {
         // Cross-compiled layout: <target-dir>/<triple>/<profile>.
@@ -101,6 +101,21 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     built.insert(bin.to_string(), path.clone());
     path
+}
+
+/// Whether `dir` (the directory above the profile's) is `<target-dir>/<triple>`, the layout of
+/// a build with `--target`, rather than the target directory itself. Cargo tags a target
+/// directory it creates with `CACHEDIR.TAG`; but one that existed before the first build (the
+/// test script installs the interop clients under `target/` first) has none, so without the
+/// tag the name decides: a target triple has at least two dashes (`x86_64-unknown-linux-gnu`),
+/// and is not the name of a target directory.
+fn is_triple_dir(dir: &Path) -> bool {
+    if dir.join("CACHEDIR.TAG").exists() {
+        return false;
+    }
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.matches('-').count() >= 2)
 }
 
 /// A port nobody listens on right now.
@@ -303,5 +318,27 @@ impl Drop for Service {
         if std::thread::panicking() {
             eprintln!("----- {} output -----\n{}", self.name, self.output());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_dir_without_its_tag_is_not_taken_for_a_triple() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("target");
+        std::fs::create_dir_all(target.join("interop")).unwrap();
+        assert!(!is_triple_dir(&target));
+        let triple = target.join("x86_64-unknown-linux-gnu");
+        std::fs::create_dir_all(&triple).unwrap();
+        assert!(is_triple_dir(&triple));
+        std::fs::write(
+            target.join("CACHEDIR.TAG"),
+            "Signature: 8a477f597d28d172789f06886806bc55\n",
+        )
+        .unwrap();
+        assert!(!is_triple_dir(&target));
     }
 }
