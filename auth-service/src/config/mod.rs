@@ -506,11 +506,6 @@ impl Settings {
                 "set either users.remote_secret or users.remote_secret_file, not both",
             );
         }
-        if let Some(secret) = &u.remote_secret
-            && is_placeholder_secret(secret.expose_secret())
-        {
-            return Err(SettingsError(placeholder_refused("users.remote_secret")));
-        }
         if let Some(url) = &u.remote_url
             && !url.starts_with("http://")
         {
@@ -525,12 +520,7 @@ impl Settings {
                     "required when users.source = \"remote\"",
                 );
             }
-            if u.remote_secret.is_none() && u.remote_secret_file.is_none() {
-                return err(
-                    "users.remote_secret",
-                    "required (or users.remote_secret_file) when users.source = \"remote\"",
-                );
-            }
+            self.users_remote_secret()?;
             if u.remote_client_id.is_empty() || u.remote_client_id.contains(':') {
                 return err("users.remote_client_id", "must be non-empty, without ':'");
             }
@@ -603,6 +593,34 @@ impl Settings {
         Ok(())
     }
 
+    /// The secret this service presents to the user service: `users.remote_secret`, or read
+    /// from `users.remote_secret_file`; at least 32 characters, and never the placeholder of
+    /// `deploy/.env.example`. (Checked by `validate` when users are remote, so `check-config`
+    /// catches a bad one.)
+    pub fn users_remote_secret(&self) -> Result<SecretString, SettingsError> {
+        let u = &self.users;
+        let secret = match (&u.remote_secret, &u.remote_secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(path)) => read_secret_file("users.remote_secret_file", path)?,
+            (None, None) => {
+                return Err(SettingsError(
+                    "users.remote_secret: required (or users.remote_secret_file) when \
+                     users.source = \"remote\""
+                        .into(),
+                ));
+            }
+        };
+        if is_placeholder_secret(secret.expose_secret()) {
+            return Err(SettingsError(placeholder_refused("users.remote_secret")));
+        }
+        if secret.expose_secret().chars().count() < MIN_REMOTE_SECRET_CHARS {
+            return Err(SettingsError(format!(
+                "users.remote_secret: must be at least {MIN_REMOTE_SECRET_CHARS} characters"
+            )));
+        }
+        Ok(secret)
+    }
+
     /// The effective database URL: `database.url`, or a SQLite file in `data_dir`.
     pub fn database_url(&self) -> DatabaseUrl {
         match &self.database.url {
@@ -631,6 +649,9 @@ impl Settings {
         out
     }
 }
+
+/// The shortest secret this service presents to the user service.
+const MIN_REMOTE_SECRET_CHARS: usize = 32;
 
 /// The mark of the values `deploy/.env.example` puts where a secret belongs
 /// (`change-me-to-a-long-random-value`, …).

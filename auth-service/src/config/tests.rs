@@ -398,3 +398,40 @@ fn the_env_example_database_password_is_refused() {
     let fine = "postgres://auth:9f86d081884c7d659a2feaa0c55ad015@change-me.internal:5432/auth";
     assert!(Settings::load(&env(&[("DATABASE_URL", fine)])).is_ok());
 }
+
+#[test]
+fn the_user_service_secret_is_checked_with_the_settings() {
+    // So `check-config` refuses what `serve` would: too short, or the placeholder, whether
+    // given inline or in a file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    let remote = [
+        ("AUTH__USERS__SOURCE", "remote"),
+        ("AUTH__USERS__REMOTE_URL", "http://user-service:8090"),
+    ];
+    let with = |pair: (&str, &str)| {
+        let mut pairs = remote.to_vec();
+        pairs.push(pair);
+        env(&pairs)
+    };
+    let e = error_of(&with(("AUTH__USERS__REMOTE_SECRET", "short")));
+    assert!(
+        e.contains("users.remote_secret: must be at least 32"),
+        "{e}"
+    );
+    let path = file.to_str().unwrap();
+    std::fs::write(&file, "change-me-to-a-third-long-random-value\n").unwrap();
+    let e = error_of(&with(("AUTH__USERS__REMOTE_SECRET_FILE", path)));
+    assert!(
+        e.contains("users.remote_secret: still the placeholder"),
+        "{e}"
+    );
+    std::fs::write(&file, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b\n").unwrap();
+    let s = Settings::load(&with(("AUTH__USERS__REMOTE_SECRET_FILE", path))).unwrap();
+    assert_eq!(
+        s.users_remote_secret().unwrap().expose_secret(),
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
+    );
+    let e = error_of(&env(&remote));
+    assert!(e.contains("users.remote_secret: required"), "{e}");
+}

@@ -31,7 +31,7 @@ pub use sessions::Sessions;
 
 use crate::config::{DatabaseUrl, Settings};
 use crate::metrics::Metrics;
-use crate::model::SessionId;
+use crate::model::{ClientInfo, SessionId};
 use crate::security::keys::Keys;
 use crate::security::passwords::Passwords;
 use crate::security::revocation::{RevokedSessions, RevokedTokens};
@@ -123,6 +123,26 @@ impl Services {
     /// The user service, when users are remote (`users.source = "remote"`).
     pub fn remote_users(&self) -> Option<&crate::storage::user_service::UserService> {
         self.admin.directory().remote()
+    }
+
+    /// Revokes `token` (RFC 7009), whatever its kind: a machine client's access token by
+    /// itself, for that client only (`caller`, authenticated); a user's refresh or access
+    /// token ends its session. Anything else, an unknown or forged token included, is no
+    /// error.
+    pub async fn revoke_token(
+        &self,
+        token: &str,
+        caller: Option<&clients::Client>,
+        info: ClientInfo,
+    ) -> Result<(), Error> {
+        if !self
+            .clients
+            .revoke_token(token, caller, info.clone())
+            .await?
+        {
+            self.sessions.revoke_token(token, info).await?;
+        }
+        Ok(())
     }
 
     /// Whether `token` is active (RFC 7662), whatever its kind: a user's access or refresh

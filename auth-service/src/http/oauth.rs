@@ -451,10 +451,9 @@ pub async fn revoke(
     // Credentials, when given, must be right; a public client gives none.
     let caller = client(&state, &req, &form).await?;
     let token = required(&form.token, "token")?;
-    let services = &state.services;
-    let was_client_token = services
-        .clients
-        .revoke_token(token, caller.as_ref(), info.clone())
+    state
+        .services
+        .revoke_token(token, caller.as_ref(), info)
         .await
         .map_err(|e| match e {
             Error::UnauthorizedClient => OAuthError::new(
@@ -464,8 +463,5 @@ pub async fn revoke(
             ),
             e => e.into(),
         })?;
-    if !was_client_token {
-        services.sessions.revoke_token(token, info).await?;
-    }
     Ok(HttpResponse::Ok().finish())
 }

@@ -15,14 +15,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::config::{Settings, SettingsError, read_secret_file};
+use crate::config::{Settings, SettingsError};
 use crate::model::{Roles, User, UserId};
 use crate::storage::StorageError;
 
 /// Largest answer read from the user service.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// Shortest secret accepted for talking to the user service.
-pub const MIN_SECRET_CHARS: usize = 32;
 
 #[derive(Deserialize)]
 struct UserBody {
@@ -128,21 +126,7 @@ impl UserService {
             .as_deref()
             .ok_or_else(|| SettingsError("users.remote_url: required".into()))?
             .trim_end_matches('/');
-        let secret = match (&u.remote_secret, &u.remote_secret_file) {
-            (Some(s), _) => s.clone(),
-            (None, Some(path)) => read_secret_file("users.remote_secret_file", path)?,
-            (None, None) => return Err(SettingsError("users.remote_secret: required".into())),
-        };
-        if crate::config::is_placeholder_secret(secret.expose_secret()) {
-            return Err(SettingsError(crate::config::placeholder_refused(
-                "users.remote_secret",
-            )));
-        }
-        if secret.expose_secret().chars().count() < MIN_SECRET_CHARS {
-            return Err(SettingsError(format!(
-                "users.remote_secret: must be at least {MIN_SECRET_CHARS} characters"
-            )));
-        }
+        let secret = settings.users_remote_secret()?;
         let timeout = u.remote_timeout.get();
         // Bodies carry passwords: never re-sent to wherever a redirect points, never
         // through a proxy from the environment.
