@@ -24,6 +24,11 @@ pub const CACHE_SECS: i64 = 5;
 /// `verify.require_client`) ride out an outage as `/verify` itself does.
 pub const STALE_IF_ERROR_SECS: i64 = 600;
 const MAX_CLIENT_ID_CHARS: usize = 64;
+/// Machine tokens one client may revoke per minute on one server. Each revocation is a row,
+/// an audit event, a notification to every replica and an entry in every replica's index
+/// until the token expires; a client that mints and revokes tokens in a loop is held to
+/// this, so none of those grows faster than the clients registered allow.
+pub const MAX_REVOCATIONS_PER_MINUTE: u32 = 120;
 /// The longest secret accepted (and checked).
 const MAX_SECRET_BYTES: usize = 512;
 
@@ -241,6 +246,8 @@ pub struct Clients {
     /// Ids whose stale record one caller is re-reading; the others use the stale record
     /// meanwhile instead of all asking the database.
     rereading: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Per client id: the minute (its first second) and the revocations made in it.
+    revocations: std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>,
 }
 
 impl Clients {
@@ -252,6 +259,7 @@ impl Clients {
             known: quick_cache::sync::Cache::new(1024),
             unknown: quick_cache::sync::Cache::new(4096),
             rereading: std::sync::Mutex::default(),
+            revocations: std::sync::Mutex::default(),
         }
     }
 
@@ -331,6 +339,7 @@ impl Clients {
             Some(c) if c.client_id != claims.client_id => return Err(Error::UnauthorizedClient),
             Some(_) => {}
         }
+        self.admit_revocation(&claims.client_id, now)?;
         let (jti, outbox) = (claims.jti, self.ctx.outbox);
         let client_id = claims.client_id.clone();
         let newly = self
@@ -360,6 +369,28 @@ impl Clients {
             log::info!("client token revoked: jti={jti}");
         }
         Ok(true)
+    }
+
+    /// Counts a revocation by `client_id` against [`MAX_REVOCATIONS_PER_MINUTE`], or refuses
+    /// it until the next minute.
+    fn admit_revocation(&self, client_id: &str, now: i64) -> Result<(), Error> {
+        let minute = now - now.rem_euclid(60);
+        let mut counts = self.revocations.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.len() >= 1024 {
+            // Only authenticated clients get here; still, past minutes are forgotten.
+            counts.retain(|_, (at, _)| *at == minute);
+        }
+        let (at, n) = counts.entry(client_id.to_string()).or_insert((minute, 0));
+        if *at != minute {
+            (*at, *n) = (minute, 0);
+        }
+        if *n >= MAX_REVOCATIONS_PER_MINUTE {
+            return Err(Error::TooManyAttempts {
+                retry_after: minute + 60 - now,
+            });
+        }
+        *n += 1;
+        Ok(())
     }
 
     /// The client's record: from memory while fresh ([`CACHE_SECS`]); then re-read by one

@@ -364,6 +364,64 @@ both_backends! {
     }
 }
 
+/// A client that mints and revokes machine tokens in a loop is held to
+/// `MAX_REVOCATIONS_PER_MINUTE` on each server: then 429 with `Retry-After`, the token stays
+/// good, and the next minute it may revoke again.
+#[actix_web::test]
+async fn a_client_revoking_in_a_loop_is_held_to_a_limit() {
+    use auth_service::domain::clients::MAX_REVOCATIONS_PER_MINUTE;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let allowed = Permissions {
+        client_credentials: true,
+        ..Permissions::default()
+    };
+    let worker = app
+        .create_client_with_scopes("billing-worker", allowed, &["posts:read"])
+        .await;
+    let rs = app
+        .create_client(
+            "posts-api",
+            Permissions {
+                introspect: true,
+                ..Permissions::default()
+            },
+        )
+        .await;
+    // Start on a minute's first second, so the whole loop falls in one minute.
+    app.advance((60 - app.now().rem_euclid(60)) as u64);
+    let mint = || {
+        form(
+            &app,
+            &app.public,
+            "/oauth/token",
+            &[("grant_type", "client_credentials")],
+        )
+        .basic_auth("billing-worker", Some(&worker))
+    };
+    let revoke = |token: &str| {
+        form(&app, &app.public, "/oauth/revoke", &[("token", token)])
+            .basic_auth("billing-worker", Some(&worker))
+    };
+    for _ in 0..MAX_REVOCATIONS_PER_MINUTE {
+        let token = app.send(mint()).await.str("access_token");
+        assert_eq!(app.send(revoke(&token)).await.status, 200);
+    }
+    let token = app.send(mint()).await.str("access_token");
+    let r = app.send(revoke(&token)).await;
+    assert_oauth_error(&r, 429, "too_many_attempts");
+    assert_eq!(r.header("retry-after"), Some("60"));
+    assert_eq!(
+        introspected(&app, &app.internal, &rs, &token).await["active"],
+        true
+    );
+    app.advance(60);
+    assert_eq!(app.send(revoke(&token)).await.status, 200);
+    assert_eq!(
+        introspected(&app, &app.internal, &rs, &token).await,
+        json!({"active": false})
+    );
+}
+
 /// Form bodies: percent-escapes and `+` are decoded, a UTF-8 charset is accepted and any
 /// other refused, a parameter given twice or a body over the limit is `invalid_request`, and
 /// none of these changes anything.
