@@ -94,7 +94,8 @@ pub fn create_user(
     Ok(User::from(user))
 }
 
-/// Revoked sessions and revoked client tokens, each with the time of its revocation.
+/// Revoked sessions, each with the time of its revocation, and revoked client tokens, each
+/// with the time its horizon counts from (`storage::clients::counted_from`).
 type Revocations = (Vec<(SessionId, i64)>, Vec<(TokenId, i64)>);
 
 /// Every revocation made at or after `since`.

@@ -1,7 +1,10 @@
 //! The revocation feed between replicas (PostgreSQL only): every revocation (of a session,
-//! or of a machine client's token) is announced on a LISTEN/NOTIFY channel inside the transaction that makes it (so it goes out exactly
-//! when, and only if, it commits), and each replica listens on a connection of its own.
-//! SQLite serves one instance, which needs no feed.
+//! or of a machine client's token) is announced on a LISTEN/NOTIFY channel inside the
+//! transaction that makes it (so it goes out exactly when, and only if, it commits), and each
+//! replica listens on a connection of its own. SQLite serves one instance, which needs no
+//! feed.
+
+use std::str::FromStr;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -9,8 +12,6 @@ use diesel::r2d2::ManageConnection;
 use diesel::sql_types::Text;
 
 use crate::config::{DatabaseUrl, Settings};
-use std::str::FromStr;
-
 use crate::model::{SessionId, TokenId};
 use crate::storage::connection::ConnectionManager;
 use crate::storage::{DbConn, StorageError};
@@ -26,8 +27,8 @@ pub fn announce(conn: &mut DbConn, sessions: &[SessionId], at: i64) -> Result<()
     send(conn, CHANNEL, sessions, at)
 }
 
-/// Announces that the client tokens `jtis` were revoked at `at`, in the caller's
-/// transaction.
+/// Announces that the client tokens `jtis` were revoked, in the caller's transaction; `at` is
+/// the time each one's horizon counts from (`storage::clients::counted_from`).
 pub fn announce_client_tokens(
     conn: &mut DbConn,
     jtis: &[TokenId],
